@@ -1,0 +1,109 @@
+"""The `tengine` command: parses arguments, builds the config, calls the engine.
+
+    tengine train configs/quickstart.yaml [--set optim.lr=3e-4 ...] [--run-dir DIR] [--resume auto|never|PATH]
+    tengine config show CONFIG [--set ...]        # the resolved config as YAML
+    tengine config validate CONFIG [--set ...]    # exit 0 if it can run, 2 with one line per problem
+
+User errors print one line per problem (no traceback) and exit 2; a run that fails during work
+exits 1 with its message.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+
+from tengine.errors import TengineError
+
+
+def _config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="YAML config file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a field, e.g. --set optim.lr=3e-4 (repeatable)")
+
+
+def _load(args: argparse.Namespace):
+    from tengine.config import load_config
+
+    overrides = list(args.overrides)
+    if getattr(args, "resume", None):
+        overrides.append(f"checkpoint.resume={args.resume}")
+    return load_config(args.config, overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    from tengine.engine import LocalReporter, run
+
+    reporter = LocalReporter(args.run_dir) if args.run_dir else None
+    summary = run(cfg, reporter=reporter)
+    floor = summary.get("loss_floor")
+    lines = [f"{summary['status']}: {summary['steps']} steps in {summary['wall_s']:.1f} s, "
+             f"{summary['tokens_per_s']:.0f} tokens/s"]
+    if summary.get("val_loss") is not None:
+        extra = f" (loss floor {floor:.4f}, ratio {summary['val_loss'] / floor:.4f})" if floor else ""
+        lines.append(f"val_loss {summary['val_loss']:.4f}{extra}")
+    lines.append(f"run dir: {summary['run_dir']}")
+    print("\n".join(lines))
+    return 0
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    from tengine.config import to_yaml
+
+    sys.stdout.write(to_yaml(_load(args)))
+    return 0
+
+
+def cmd_config_validate(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    from tengine.engine import preflight
+
+    preflight(cfg)
+    print(f"ok: {args.config} is valid")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tengine", description="tengine: train PyTorch models "
+                                     "from one YAML config.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a model from a config")
+    _config_args(train)
+    train.add_argument("--run-dir", help="run directory (default: <logging.root>/<name>)")
+    train.add_argument("--resume", metavar="auto|never|PATH",
+                       help="auto = newest valid checkpoint of the run dir (default), never, or a "
+                       "checkpoint directory")
+    train.set_defaults(func=cmd_train)
+
+    config = sub.add_parser("config", help="show or validate a config")
+    config_sub = config.add_subparsers(dest="action", required=True)
+    for name, func, text in (("show", cmd_config_show, "print the resolved config"),
+                             ("validate", cmd_config_validate, "check a config without running")):
+        p = config_sub.add_parser(name, help=text)
+        _config_args(p)
+        p.set_defaults(func=func)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="tengine: %(levelname)s: %(message)s",
+                        stream=sys.stderr)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except TengineError as err:
+        for line in str(err).splitlines():
+            print(f"tengine: error: {line}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("tengine: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,294 @@
+"""The typed config: one pydantic v2 model per section, one source of truth for every field.
+
+Every field has a default and a description; `docs/config.md` is generated from this file by
+`scripts/gen_config_docs.py`. Unknown keys are errors (`extra="forbid"`). Cross-field rules live
+in `model_validator`s so that a bad config fails before any work with the field path in the
+message. Names that live in registries (model, loss, data source, ...) are checked by
+`tengine.engine.preflight`, which knows the registries; this layer does not import torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+
+TaskType = Literal[
+    "language_modeling", "classification", "vision_classification", "segmentation", "multilabel"
+]
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
+Backend = Literal["single", "ddp", "fsdp", "deepspeed"]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Section):
+    name: str = Field(
+        "gpt",
+        description="Registered model (`gpt`, `classifier`, `vision_cnn`) or a user factory "
+        "`package.module:factory` called with this section's fields as keyword arguments.",
+    )
+    size: str = Field(
+        "tiny",
+        description="Size preset for `gpt` (`tiny`, `small`, `medium`, `gpt2`); explicit "
+        "`d_model`/`n_layers`/`n_heads` override it.",
+    )
+    d_model: PositiveInt | None = Field(None, description="Hidden width; null = from `size`.")
+    n_layers: PositiveInt | None = Field(None, description="Transformer blocks; null = from `size`.")
+    n_heads: PositiveInt | None = Field(None, description="Attention heads; null = from `size`.")
+    d_ff: PositiveInt | None = Field(None, description="MLP width; null = 4 × d_model.")
+    max_seq_len: PositiveInt | None = Field(
+        None, description="Positions the model supports; null = `data.seq_len`."
+    )
+    vocab_size: PositiveInt | None = Field(
+        None, description="Vocabulary size; null = taken from the tokenizer/data source."
+    )
+    num_classes: PositiveInt | None = Field(
+        None, description="Output classes for classifiers; null = `task.num_classes`."
+    )
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout probability.")
+    tie_weights: bool = Field(True, description="Tie the LM head to the token embedding.")
+    kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Extra keyword arguments passed to the model factory."
+    )
+
+
+class MarkovConfig(Section):
+    vocab_size: PositiveInt = Field(16, ge=2, description="Symbols of the Markov source.")
+    order: PositiveInt = Field(2, le=4, description="Context length k of the order-k source.")
+    num_tokens: PositiveInt = Field(200_000, description="Tokens generated (train + val).")
+    concentration: float = Field(
+        0.3, gt=0, description="Dirichlet concentration of each transition row; lower = more "
+        "predictable text and a lower loss floor.",
+    )
+    seed: int = Field(1234, description="Seed of the transition table and the sampled stream.")
+
+
+class DataConfig(Section):
+    source: str = Field(
+        "synthetic_markov",
+        description="Data source: `synthetic_markov`, `text_files`, `jsonl`, `hf`, "
+        "`synthetic_classification`, `synthetic_images`.",
+    )
+    path: str | None = Field(
+        None,
+        description="Glob (`text_files`), file (`jsonl`), or dataset name/data files (`hf`). "
+        "For `text_files` null = the running Python's standard library `.py` files.",
+    )
+    val_path: str | None = Field(
+        None, description="Separate validation file/glob; null = split off `val_fraction`."
+    )
+    hf_split: str = Field("train", description="Split loaded by the `hf` source.")
+    text_field: str = Field("text", description="Text field in JSONL/HF records.")
+    label_field: str = Field("label", description="Label field in JSONL/HF records.")
+    max_bytes: PositiveInt = Field(
+        2_000_000, description="Cap on bytes read by `text_files`/`jsonl`/`hf` (keeps runs small)."
+    )
+    tokenizer: Literal["byte", "bpe"] = Field(
+        "byte", description="`byte` (256 symbols) or `bpe` (HF tokenizers, trained locally)."
+    )
+    bpe_vocab_size: PositiveInt = Field(1024, ge=260, description="Vocabulary of the `bpe` tokenizer.")
+    seq_len: PositiveInt = Field(128, description="Tokens per training sequence.")
+    pack: bool = Field(
+        True, description="Pack LM text into full `seq_len` blocks (no padding); off = one "
+        "sequence per record, padded by the collator with label -100.",
+    )
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Held-out tail for validation.")
+    collator: str | None = Field(
+        None, description="Collator (`lm`, `classification`, `vision`, `default`); null = by task."
+    )
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
+    num_samples: PositiveInt = Field(
+        4096, description="Examples made by the synthetic classification/image sources."
+    )
+    image_size: PositiveInt = Field(16, description="Side of `synthetic_images` images.")
+    markov: MarkovConfig = Field(default_factory=MarkovConfig, description="`synthetic_markov` source.")
+
+
+class TaskConfig(Section):
+    type: TaskType = Field("language_modeling", description="What is learned; picks default loss and collator.")
+    loss: str | None = Field(
+        None, description="Registered loss strategy; null = the task's default."
+    )
+    num_classes: PositiveInt | None = Field(None, description="Classes for classification tasks.")
+    class_weights: list[float] | None = Field(
+        None, description="Per-class loss weights (classification); length = num_classes."
+    )
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="Label smoothing (classification).")
+
+    @model_validator(mode="after")
+    def _weights_match_classes(self) -> TaskConfig:
+        if self.class_weights is not None:
+            if self.num_classes is None:
+                raise ValueError("task.class_weights needs task.num_classes")
+            if len(self.class_weights) != self.num_classes:
+                raise ValueError(
+                    f"task.class_weights has {len(self.class_weights)} entries but "
+                    f"task.num_classes is {self.num_classes}; give one weight per class"
+                )
+            if any(w < 0 for w in self.class_weights):
+                raise ValueError("task.class_weights must be ≥ 0")
+        return self
+
+
+class OptimConfig(Section):
+    name: Literal["adamw"] = Field("adamw", description="Optimizer (AdamW with no-decay groups).")
+    lr: float = Field(3e-4, gt=0, le=10, description="Peak learning rate.")
+    weight_decay: float = Field(0.1, ge=0, description="Decoupled weight decay (not on biases/norms/embeddings).")
+    betas: tuple[float, float] = Field((0.9, 0.95), description="Adam betas, each in [0, 1).")
+    eps: float = Field(1e-8, gt=0, description="Adam epsilon.")
+    grad_clip: float | None = Field(1.0, gt=0, description="Max global gradient norm; null = no clipping.")
+    fused: Literal["auto", "on", "off"] = Field(
+        "auto", description="Fused AdamW kernel: `auto` = on where the device supports it."
+    )
+
+    @model_validator(mode="after")
+    def _betas_in_range(self) -> OptimConfig:
+        if not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"optim.betas {list(self.betas)}: each must be in [0, 1)")
+        return self
+
+
+class ScheduleConfig(Section):
+    name: Literal["cosine", "linear", "constant"] = Field("cosine", description="LR decay after warmup.")
+    warmup_steps: int = Field(0, ge=0, description="Linear warmup steps from 0 to `optim.lr`.")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Final LR as a fraction of `optim.lr`.")
+
+
+class EarlyStoppingConfig(Section):
+    patience: int | None = Field(
+        None, ge=1, description="Evaluations without improvement before stopping; null = off."
+    )
+    min_delta: float = Field(0.0, ge=0, description="Improvement smaller than this does not count.")
+
+
+class TrainingConfig(Section):
+    epochs: PositiveInt | None = Field(None, description="Passes over the data (used when max_steps is null).")
+    max_steps: PositiveInt | None = Field(
+        None, description="Optimizer steps to run; wins over `epochs`. Both null = 1 epoch."
+    )
+    micro_batch_size: PositiveInt = Field(16, description="Sequences per forward pass per worker.")
+    grad_accum_steps: PositiveInt = Field(1, description="Micro-batches per optimizer step.")
+    eval_every_n_steps: int = Field(100, ge=0, description="Validate every N steps (and at the end); 0 = only at the end.")
+    eval_batches: PositiveInt | None = Field(None, description="Cap on validation batches; null = whole split.")
+    log_every_n_steps: PositiveInt = Field(10, description="Write a metrics record every N steps.")
+    max_nonfinite_steps: PositiveInt = Field(
+        3, description="Consecutive non-finite steps (skipped) before the run stops with an error."
+    )
+    halt_at_step: PositiveInt | None = Field(
+        None, description="End the run after this step as if preempted (checkpoint, no final "
+        "eval); the schedule still follows max_steps. For time-boxed jobs; resume continues.",
+    )
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig, description="Stop when `checkpoint.monitor` stops improving.")
+
+
+class DistributedConfig(Section):
+    workers: int = Field(0, ge=0, description="Ray Train workers; 0 = train in this process without Ray.")
+    backend: Backend = Field("single", description="`single` (one device), `ddp`, `fsdp` (Accelerate) or `deepspeed`.")
+    zero_stage: int = Field(0, ge=0, le=3, description="DeepSpeed ZeRO stage (1–3) with backend=deepspeed; 0 otherwise.")
+    offload_optimizer: bool = Field(False, description="DeepSpeed: keep optimizer state on CPU (ZeRO ≥ 1).")
+    offload_params: bool = Field(False, description="DeepSpeed: keep parameters on CPU (ZeRO-3 only).")
+    gpus_per_worker: float = Field(0.0, ge=0, description="GPUs reserved per Ray worker (0 = CPU workers).")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved per Ray worker.")
+    max_failures: int = Field(0, ge=-1, description="Worker-group restarts Ray may do (-1 = unlimited).")
+    storage_path: str | None = Field(None, description="Ray storage (dir, NFS path or s3:// URI); null = the run dir.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DistributedConfig:
+        problems = []
+        if self.backend == "single" and self.workers > 1:
+            problems.append(
+                f"distributed.backend 'single' runs one process but distributed.workers is "
+                f"{self.workers}; use backend ddp, fsdp or deepspeed"
+            )
+        if self.backend == "deepspeed" and self.zero_stage == 0:
+            problems.append("distributed.zero_stage must be 1, 2 or 3 with backend 'deepspeed'")
+        if self.backend != "deepspeed" and self.zero_stage != 0:
+            problems.append(
+                f"distributed.zero_stage {self.zero_stage} needs backend 'deepspeed' "
+                f"(got '{self.backend}'); set zero_stage 0 or backend deepspeed"
+            )
+        if (self.offload_optimizer or self.offload_params) and self.backend != "deepspeed":
+            problems.append("distributed.offload_optimizer/offload_params need backend 'deepspeed'")
+        if self.offload_params and self.zero_stage != 3:
+            problems.append(f"distributed.offload_params needs zero_stage 3 (got {self.zero_stage})")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+
+class CheckpointConfig(Section):
+    every_n_steps: int = Field(100, ge=0, description="Save every N optimizer steps (and at the end); 0 = only at the end.")
+    keep_last: PositiveInt = Field(2, description="Newest checkpoints kept.")
+    keep_best: int = Field(1, ge=0, description="Best checkpoints kept by `monitor`, besides the newest.")
+    monitor: Literal["val_loss", "val_accuracy", "train_loss"] = Field("val_loss", description="Metric ranking checkpoints and early stopping.")
+    mode: Literal["min", "max"] = Field("min", description="Whether a lower or higher `monitor` is better.")
+    resume: str = Field("auto", description="`auto` (newest valid checkpoint in the run dir), `never`, or a checkpoint path.")
+
+    @model_validator(mode="after")
+    def _mode_matches_monitor(self) -> CheckpointConfig:
+        expected = "max" if self.monitor == "val_accuracy" else "min"
+        if self.mode != expected:
+            raise ValueError(
+                f"checkpoint.mode '{self.mode}' with monitor '{self.monitor}' would keep the "
+                f"worst checkpoints; use mode '{expected}'"
+            )
+        return self
+
+
+class LoggingConfig(Section):
+    root: str = Field("runs", description="Parent directory of run dirs (`<root>/<name>`).")
+    progress_bar: Literal["auto", "on", "off"] = Field("auto", description="tqdm bar: `auto` = only on a TTY outside CI.")
+    plots: bool = Field(True, description="Write loss/lr/throughput PNGs to `plots/` at the end.")
+
+
+class ExportConfig(Section):
+    formats: list[Literal["safetensors", "torchscript", "onnx"]] = Field(
+        default_factory=lambda: ["safetensors"], description="Formats of the export bundle."
+    )
+    parity_atol: float = Field(1e-4, gt=0, description="Max abs difference allowed in parity checks.")
+    onnx_opset: int = Field(17, ge=11, le=23, description="ONNX opset version.")
+
+
+class TengineConfig(Section):
+    name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Run name; the run dir is `<logging.root>/<name>`.")
+    seed: int = Field(0, ge=0, description="Base seed; each rank uses seed + rank.")
+    deterministic: bool = Field(False, description="Deterministic kernels (slower; errors on ops without one).")
+    precision: Precision = Field("auto", description="`auto` = bf16 on GPUs that support it, fp16 on older GPUs, fp32 on CPU.")
+    compile: bool = Field(False, description="Wrap the model in torch.compile.")
+    model: ModelConfig = Field(default_factory=ModelConfig, description="Model.")
+    data: DataConfig = Field(default_factory=DataConfig, description="Data.")
+    task: TaskConfig = Field(default_factory=TaskConfig, description="Task and loss.")
+    optim: OptimConfig = Field(default_factory=OptimConfig, description="Optimizer.")
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig, description="Learning-rate schedule.")
+    training: TrainingConfig = Field(default_factory=TrainingConfig, description="Loop lengths and cadences.")
+    distributed: DistributedConfig = Field(default_factory=DistributedConfig, description="Workers and backend.")
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Checkpoints and resume.")
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Run dir, progress, plots.")
+    export: ExportConfig = Field(default_factory=ExportConfig, description="Export bundle.")
+
+    @model_validator(mode="after")
+    def _cross_section(self) -> TengineConfig:
+        problems = []
+        t = self.training
+        if t.halt_at_step and t.max_steps and t.halt_at_step > t.max_steps:
+            problems.append(
+                f"training.halt_at_step {t.halt_at_step} is past training.max_steps {t.max_steps}"
+            )
+        if self.precision == "fp16" and self.distributed.backend == "single" and self.compile:
+            pass  # fine: GradScaler works with compiled models
+        if self.task.type == "language_modeling" and self.model.name in ("classifier", "vision_cnn"):
+            problems.append(
+                f"model.name '{self.model.name}' is a classifier but task.type is "
+                "'language_modeling'; use model.name gpt or a classification task"
+            )
+        if self.task.type == "vision_classification" and self.model.name == "gpt":
+            problems.append("model.name 'gpt' cannot do task.type 'vision_classification'; use vision_cnn")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def run_dir(self) -> str:
+        return f"{self.logging.root}/{self.name}"

@@ -1,0 +1,59 @@
+"""Gradient health: the global norm once per step, non-finite steps skipped and counted.
+
+The loss and the norm are read in one host sync per optimizer step (`torch.stack(...).tolist()`),
+never per parameter. A non-finite step is skipped (no update); `max_consecutive` of them in a
+row raise `NonFiniteError` before anything is saved, so the last good checkpoint stays as it is.
+Under fp16 the GradScaler owns overflow: an inf gradient with a finite loss is the scaler
+probing its scale, counted as `overflow_steps`, not a strike.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from tengine.errors import NonFiniteError
+
+
+@dataclass
+class StepHealth:
+    loss: float
+    grad_norm: float
+    ok: bool
+
+
+class GradientMonitor:
+    def __init__(self, max_consecutive: int = 3, scaled: bool = False):
+        self.max_consecutive, self.scaled = max_consecutive, scaled
+        self.consecutive = 0
+        self.skipped_steps = 0
+        self.overflow_steps = 0
+
+    def observe(self, loss: torch.Tensor, grad_norm: torch.Tensor, step: int) -> StepHealth:
+        loss_v, norm_v = torch.stack([loss.detach().float(), grad_norm.detach().float()]).tolist()
+        loss_ok, norm_ok = math.isfinite(loss_v), math.isfinite(norm_v)
+        if loss_ok and not norm_ok and self.scaled:
+            self.overflow_steps += 1
+            return StepHealth(loss_v, norm_v, ok=False)
+        if loss_ok and norm_ok:
+            self.consecutive = 0
+            return StepHealth(loss_v, norm_v, ok=True)
+        self.consecutive += 1
+        self.skipped_steps += 1
+        if self.consecutive >= self.max_consecutive:
+            raise NonFiniteError(
+                f"step {step}: {self.consecutive} consecutive non-finite steps (loss={loss_v}, "
+                f"grad_norm={norm_v}); stopped without saving, the last good checkpoint is kept. "
+                "Lower optim.lr, set optim.grad_clip, or use precision fp32/bf16 to find the cause.")
+        return StepHealth(loss_v, norm_v, ok=False)
+
+    def state_dict(self) -> dict:
+        return {"consecutive": self.consecutive, "skipped_steps": self.skipped_steps,
+                "overflow_steps": self.overflow_steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.consecutive = state["consecutive"]
+        self.skipped_steps = state["skipped_steps"]
+        self.overflow_steps = state["overflow_steps"]

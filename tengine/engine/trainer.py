@@ -1,0 +1,349 @@
+"""The Trainer: the training and validation loops, on top of the Strategy and Reporter seams.
+
+    trainer = Trainer(model, cfg, TaskSpec.language_modeling())
+    summary = trainer.train(train_dataset, val_dataset)     # dict, also run_dir/summary.json
+
+`fit()` and `train_step()` read top to bottom; components (strategy, loss, gradient monitor,
+metrics, checkpoints, reporter) are called explicitly and callbacks only observe. One optimizer
+step is one window of `grad_accum_steps` micro-batches (shorter at the end of an epoch), and
+every piece of state that decides the next step is saved, so a resumed run continues the same
+loss curve.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from tengine.backends import Strategy, build_strategy
+from tengine.config import TaskSpec, TengineConfig, to_yaml
+from tengine.data.collators import build_collator
+from tengine.data.loader import DataLoaderFactory
+from tengine.engine.callbacks import Callback, Plots, ProgressBar, progress_enabled
+from tengine.engine.checkpoint import CheckpointManager
+from tengine.engine.envinfo import environment
+from tengine.engine.gradients import GradientMonitor, StepHealth
+from tengine.engine.losses import LossOutput, LossStrategy, build_loss
+from tengine.engine.metrics import Accumulator, MetricsEngine, batch_tokens
+from tengine.engine.optim import build_optimizer, build_scheduler
+from tengine.engine.reporter import LocalReporter, Reporter, write_json
+from tengine.engine.seeding import rng_state, seed_everything, set_rng_state
+from tengine.errors import DataError, NonFiniteError
+
+log = logging.getLogger("tengine")
+
+
+@dataclass
+class TrainState:
+    step: int = 0  # optimizer steps done (skipped non-finite steps included)
+    epoch: int = 0
+    batch_in_epoch: int = 0  # micro-batches of `epoch` consumed
+    accum_count: int = 0  # micro-batches of an open window; 0 at every step boundary
+    best_metric: float | None = None
+    evals_without_improvement: int = 0
+    tokens: int = 0  # tokens trained on before this process (resumed runs)
+    wall_s: float = 0.0  # wall time of earlier processes of this run
+
+
+def archive_previous_run(run_dir: Path) -> Path | None:
+    """A fresh start in a used run dir moves the old run aside (`<dir>-<time>`): nothing lost."""
+    if not ((run_dir / "metrics.jsonl").exists() or (run_dir / "checkpoints").exists()):
+        return None
+    target = run_dir.with_name(f"{run_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    suffix = 0
+    while target.exists():
+        suffix += 1
+        target = target.with_name(f"{run_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}-{suffix}")
+    run_dir.rename(target)
+    log.warning("not resuming: moved the earlier run in %s to %s", run_dir, target)
+    return target
+
+
+def model_inputs(batch: dict) -> dict:
+    return {k: v for k, v in batch.items() if k != "labels"}
+
+
+class Trainer:
+    def __init__(self, model: nn.Module, config: TengineConfig, task_spec: TaskSpec | None = None,
+                 *, strategy: Strategy | None = None, reporter: Reporter | None = None,
+                 loss: LossStrategy | None = None, callbacks: list[Callback] | None = None,
+                 pad_id: int = 0, loss_floor: float | None = None):
+        self.cfg = task_spec.apply(config) if task_spec is not None else config
+        cfg = self.cfg
+        self.strategy = strategy or build_strategy(cfg)
+        seed_everything(cfg.seed + self.strategy.rank, cfg.deterministic)
+        self.reporter = reporter or LocalReporter(cfg.run_dir(), is_main=self.strategy.is_main)
+        self.loss = loss or build_loss(cfg.task)
+        self.model = self.strategy.prepare(
+            model, lambda m: build_optimizer(m, cfg.optim, self.strategy.device))
+        self.forward = torch.compile(self.model) if cfg.compile else self.model
+        self.grad_monitor = GradientMonitor(cfg.training.max_nonfinite_steps,
+                                            scaled=self.strategy.precision == "fp16")
+        ck = cfg.checkpoint
+        self.checkpoints = CheckpointManager(
+            self.reporter.checkpoint_root, keep_last=ck.keep_last, keep_best=ck.keep_best,
+            monitor=ck.monitor, mode=ck.mode, is_main=self.strategy.is_main,
+            barrier=self.strategy.barrier)
+        self.callbacks = [ProgressBar(progress_enabled(cfg.logging.progress_bar))]
+        if cfg.logging.plots:
+            self.callbacks.append(Plots(self.reporter.run_dir))
+        self.callbacks += callbacks or []
+        self.pad_id, self.loss_floor = pad_id, loss_floor
+        self.state = TrainState()
+        self.last: dict[str, dict] = {}  # latest train/val records
+        self.resumed_from: Path | None = None
+
+    # --- public API --------------------------------------------------------------------------
+    def train(self, train_data: Dataset, val_data: Dataset | None = None) -> dict[str, Any]:
+        cfg, s = self.cfg, self.strategy
+        loaders = DataLoaderFactory(
+            micro_batch_size=cfg.training.micro_batch_size, seed=cfg.seed, rank=s.rank,
+            world_size=s.world_size, num_workers=cfg.data.num_workers,
+            collate=build_collator(cfg.data.collator, cfg.task.type, self.pad_id),
+            pin_memory=s.device.type == "cuda")
+        self.train_loader = loaders.train(train_data)
+        self.val_loader = loaders.val(val_data) if val_data is not None else None
+        self.batches_per_epoch = self.train_loader.sampler.batches_per_epoch()
+        if self.batches_per_epoch == 0:
+            raise DataError(
+                f"data: the train split has {len(train_data)} examples, fewer than "
+                f"training.micro_batch_size ({cfg.training.micro_batch_size}) × workers "
+                f"({s.world_size}); lower the micro-batch or add data")
+        self.max_steps = self._total_steps()
+        self.scheduler = build_scheduler(s.optimizer, cfg.schedule, self.max_steps)
+        flops = getattr(s.unwrap(), "flops_per_token", None)
+        self.metrics = MetricsEngine(s.device, flops(cfg.data.seq_len) if flops else None,
+                                     s.world_size, s.all_reduce)
+        return self.fit()
+
+    def fit(self) -> dict[str, Any]:
+        self._start()
+        status = "completed"
+        try:
+            while self.state.step < self.max_steps:
+                health = self.train_step(self._next_window())
+                self.state.step += 1
+                record = self._log_train(health) if self._due(self.cfg.training.log_every_n_steps) else None
+                self._notify("on_step_end", record)
+                if self.val_loader is not None and self._due(self.cfg.training.eval_every_n_steps):
+                    if self._early_stop(self.evaluate()):
+                        status = "early_stopped"
+                        break
+                if self._due(self.cfg.checkpoint.every_n_steps):
+                    self.save_checkpoint()
+                if self.state.step == self.cfg.training.halt_at_step:
+                    status = "halted"
+                    break
+        except NonFiniteError as err:
+            self._write_summary("failed", error=str(err))
+            raise
+        return self._finish(status)
+
+    def train_step(self, window: list[dict]) -> StepHealth:
+        """One optimizer step over a window of micro-batches; returns the step's health."""
+        s = self.strategy
+        total = sum(self.loss.count(b) for b in window)  # on the CPU batch: no device sync
+        loss_sum = count = torch.zeros((), device=s.device)
+        tokens = 0
+        for i, batch in enumerate(window):
+            tokens += batch_tokens(batch)
+            batch = s.to_device(batch)
+            with s.accumulate(sync=i == len(window) - 1):
+                with s.autocast():
+                    out = self.loss(self.forward(**model_inputs(batch)), batch)
+                s.backward(out.loss_sum / total)
+            loss_sum, count = loss_sum + out.loss_sum.detach(), count + out.count
+        grad_norm = s.clip_grad_norm(self.cfg.optim.grad_clip)
+        health = self.grad_monitor.observe(loss_sum / total, grad_norm, self.state.step + 1)
+        if health.ok:
+            s.optimizer_step()
+            self.metrics.add_train(LossOutput(loss_sum, count), tokens)
+        else:
+            s.skip_step()
+        self.scheduler.step()  # a skipped step still uses its schedule slot
+        return health
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, Any]:
+        self.metrics.pause()
+        self.model.eval()
+        acc = Accumulator(self.strategy.device)
+        cap = self.cfg.training.eval_batches
+        for i, batch in enumerate(self.val_loader):
+            if cap is not None and i >= cap:
+                break
+            batch = self.strategy.to_device(batch)
+            with self.strategy.autocast():
+                acc.add(self.loss(self.forward(**model_inputs(batch)), batch))
+        self.model.train()
+        stats = acc.read(self.strategy.all_reduce)
+        record = {"split": "val", "step": self.state.step, "epoch": self.state.epoch,
+                  **{f"val_{k}": v for k, v in stats.items()}}
+        self.last["val"] = record
+        self.reporter.log(record)
+        self._notify("on_eval_end", record)
+        self.metrics.resume_clock()
+        return record
+
+    def save_checkpoint(self) -> Path:
+        self.metrics.pause()
+        state = {**asdict(self.state), "tokens": self.state.tokens + self.metrics.total_tokens,
+                 "wall_s": self.state.wall_s + time.perf_counter() - self._t0,
+                 "grad_monitor": self.grad_monitor.state_dict(),
+                 "callbacks": [cb.state_dict() for cb in self.callbacks]}
+        rank = self.strategy.rank
+
+        def write(directory: Path) -> None:
+            self.strategy.save(directory, extra={"scheduler": self.scheduler.state_dict()})
+            torch.save(rng_state(), directory / f"rng_rank{rank}.pt")
+            if self.strategy.is_main:
+                (directory / "trainer_state.json").write_text(json.dumps(state, indent=1))
+
+        path = self.checkpoints.save(self.state.step, write, self._monitored())
+        self.reporter.checkpoint_saved(path, self._monitored())
+        self._notify("on_checkpoint_saved", path)
+        self.metrics.resume_clock()
+        return path
+
+    # --- steps of fit ------------------------------------------------------------------------
+    def _start(self) -> None:
+        self._t0 = time.perf_counter()
+        self.resumed_from = self.checkpoints.resolve(self.cfg.checkpoint.resume)
+        if self.strategy.is_main:
+            run_dir = self.reporter.run_dir
+            if self.resumed_from is None:
+                archive_previous_run(run_dir)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "config.yaml").write_text(to_yaml(self.cfg))
+            write_json(run_dir / "env.json", environment())
+        self.strategy.barrier()
+        if self.resumed_from is not None:
+            self._restore(self.resumed_from)
+        self.train_loader.sampler.set_epoch(self.state.epoch, self.state.batch_in_epoch)
+        self._batches = iter(self.train_loader)
+        self.model.train()
+        self._notify("on_fit_start")
+
+    def _restore(self, path: Path) -> None:
+        extra = self.strategy.load(path)
+        self.scheduler.load_state_dict(extra["scheduler"])
+        set_rng_state(torch.load(path / f"rng_rank{self.strategy.rank}.pt", weights_only=True))
+        saved = json.loads((path / "trainer_state.json").read_text())
+        self.grad_monitor.load_state_dict(saved.pop("grad_monitor"))
+        for cb, cb_state in zip(self.callbacks, saved.pop("callbacks"), strict=False):
+            cb.load_state_dict(cb_state)
+        self.state = TrainState(**saved)
+
+    def _next_window(self) -> list[dict]:
+        window: list[dict] = []
+        while len(window) < self.cfg.training.grad_accum_steps:
+            batch = next(self._batches, None)
+            if batch is None:
+                if window:
+                    break  # short last window of the epoch
+                self._notify("on_epoch_end", self.state.epoch)
+                self.state.epoch, self.state.batch_in_epoch = self.state.epoch + 1, 0
+                self.train_loader.sampler.set_epoch(self.state.epoch)
+                self._batches = iter(self.train_loader)
+                continue
+            window.append(batch)
+            self.state.batch_in_epoch += 1
+        return window
+
+    def _log_train(self, health: StepHealth) -> dict[str, Any]:
+        record = {"split": "train", "step": self.state.step, "epoch": self.state.epoch,
+                  **self.metrics.train_record(), "step_loss": health.loss,
+                  "lr": self.scheduler.get_last_lr()[0], "grad_norm": health.grad_norm,
+                  "skipped_steps": self.grad_monitor.skipped_steps}
+        self.last["train"] = record
+        self.reporter.log(record)
+        return record
+
+    def _early_stop(self, val: dict[str, Any]) -> bool:
+        patience = self.cfg.training.early_stopping.patience
+        value = self._monitored().get(self.cfg.checkpoint.monitor)
+        if value is None:
+            return False
+        sign = 1.0 if self.cfg.checkpoint.mode == "min" else -1.0
+        best = self.state.best_metric
+        if best is None or sign * (best - value) > self.cfg.training.early_stopping.min_delta:
+            self.state.best_metric, self.state.evals_without_improvement = value, 0
+            return False
+        self.state.evals_without_improvement += 1
+        return patience is not None and self.state.evals_without_improvement >= patience
+
+    def _finish(self, status: str) -> dict[str, Any]:
+        last_val = self.last.get("val", {}).get("step")
+        if status != "halted" and self.val_loader is not None and last_val != self.state.step:
+            self.evaluate()
+        latest = self.checkpoints.checkpoints()
+        if not latest or latest[-1].name != f"step_{self.state.step:08d}":
+            self.save_checkpoint()
+        return self._write_summary(status)
+
+    def _write_summary(self, status: str, error: str | None = None) -> dict[str, Any]:
+        train, val = self.last.get("train", {}), self.last.get("val", {})
+        best = self.checkpoints.best() if self.strategy.is_main else None
+        newest = self.checkpoints.checkpoints()
+        summary = {
+            "status": status, "steps": self.state.step, "max_steps": self.max_steps,
+            "epochs": round(self.state.epoch + self.state.batch_in_epoch / self.batches_per_epoch, 4),
+            "tokens": self.state.tokens + self.metrics.total_tokens,
+            "train_loss": train.get("loss"), "val_loss": val.get("val_loss"),
+            "val_accuracy": val.get("val_accuracy"), "best_val_loss": self._best_val_loss(),
+            "loss_floor": self.loss_floor,
+            "best_checkpoint": str(best) if best else None,
+            "last_checkpoint": str(newest[-1]) if newest else None,
+            "tokens_per_s": self.metrics.average_tokens_per_s(),
+            "mfu": self.metrics.mfu(self.metrics.average_tokens_per_s()),
+            "peak_mem_gb": self.metrics.peak_memory_gb(),
+            "wall_s": round(self.state.wall_s + time.perf_counter() - self._t0, 3),
+            "skipped_steps": self.grad_monitor.skipped_steps,
+            "overflow_steps": self.grad_monitor.overflow_steps,
+            "precision": self.strategy.precision, "backend": self.strategy.name,
+            "world_size": self.strategy.world_size,
+            "resumed_from": str(self.resumed_from) if self.resumed_from else None,
+            "run_dir": str(self.reporter.run_dir),
+        }
+        if error:
+            summary["error"] = error
+        self._notify("on_fit_end", summary)
+        self.reporter.finish(summary)
+        return summary
+
+    # --- helpers -------------------------------------------------------------------------------
+    def _total_steps(self) -> int:
+        t = self.cfg.training
+        per_epoch = math.ceil(self.batches_per_epoch / t.grad_accum_steps)
+        return t.max_steps or per_epoch * (t.epochs or 1)
+
+    def _due(self, every: int) -> bool:
+        return every > 0 and self.state.step % every == 0
+
+    def _monitored(self) -> dict[str, float]:
+        out = {}
+        if "val" in self.last:
+            out.update(val_loss=self.last["val"]["val_loss"],
+                       val_accuracy=self.last["val"].get("val_accuracy"))
+        if "train" in self.last:
+            out["train_loss"] = self.last["train"]["loss"]
+        return {k: v for k, v in out.items() if v is not None}
+
+    def _best_val_loss(self) -> float | None:
+        values = [self.last["val"]["val_loss"]] if "val" in self.last else []
+        if self.cfg.checkpoint.monitor == "val_loss" and self.state.best_metric is not None:
+            values.append(self.state.best_metric)
+        return min(values) if values else None
+
+    def _notify(self, hook: str, *args: Any) -> None:
+        for cb in self.callbacks:
+            getattr(cb, hook)(self, *args)

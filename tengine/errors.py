@@ -1,0 +1,42 @@
+"""User-facing errors. Each message says what is wrong and how to fix it.
+
+The CLI prints a `TengineError` as one or more lines (no traceback) and exits with its
+`exit_code`: 2 for bad input caught before any work (config, names, missing files), 1 for a
+failure during work (a run that went non-finite, a checkpoint that cannot be read).
+"""
+
+from __future__ import annotations
+
+
+class TengineError(Exception):
+    """Base of every failure a user can fix; `str(err)` is the message shown to them."""
+
+    exit_code = 1
+
+
+class ConfigError(TengineError):
+    """A config that cannot run. Carries one line per problem: `path: value: what is allowed`."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[str] | str):
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class UnknownNameError(ConfigError):
+    """A name looked up in a registry (model, loss, source, ...) that is not registered."""
+
+
+class DataError(TengineError):
+    """Data that is missing or unusable (no files match, empty corpus, bad JSONL line)."""
+
+    exit_code = 2
+
+
+class CheckpointError(TengineError):
+    """A checkpoint that cannot be used (asked for explicitly and invalid, or unreadable)."""
+
+
+class NonFiniteError(TengineError):
+    """Training produced non-finite losses/gradients too many steps in a row."""

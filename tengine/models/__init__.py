@@ -1,0 +1,86 @@
+"""Model registry: `gpt`, `classifier`, `vision_cnn`, or any `package.module:factory`.
+
+    model = build_model(cfg.model, vocab_size=258, num_classes=None, seq_len=128)
+
+Each registered builder takes the resolved `ModelConfig` plus what the data decided
+(vocab size, classes, sequence length). A user factory is called with `model.kwargs` and, where
+its signature names them, `vocab_size`, `num_classes` and `max_seq_len`.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from torch import nn
+
+from tengine.config.schema import ModelConfig
+from tengine.errors import ConfigError
+from tengine.models.gpt import GPT, SIZES
+from tengine.models.simple import TextClassifier, VisionCNN
+from tengine.registry import Registry, did_you_mean, import_path
+
+MODELS: Registry = Registry("model", "model.name")
+
+
+def _need(value, field: str, hint: str):
+    if value is None:
+        raise ConfigError(f"{field}: required here ({hint})")
+    return value
+
+
+@MODELS.register("gpt")
+def _gpt(m: ModelConfig, vocab_size: int | None, num_classes: int | None, seq_len: int) -> nn.Module:
+    if m.size not in SIZES:
+        raise ConfigError(f"model.size: '{m.size}' unknown{did_you_mean(m.size, list(SIZES))}; "
+                          f"valid: {', '.join(SIZES)}")
+    d, n_layers, n_heads = SIZES[m.size]
+    d, n_layers, n_heads = m.d_model or d, m.n_layers or n_layers, m.n_heads or n_heads
+    if d % n_heads:
+        raise ConfigError(f"model.d_model {d} is not divisible by model.n_heads {n_heads}")
+    max_len = m.max_seq_len or seq_len
+    if max_len < seq_len:
+        raise ConfigError(f"model.max_seq_len {max_len} is shorter than data.seq_len {seq_len}")
+    vocab = _need(m.vocab_size or vocab_size, "model.vocab_size", "the data source sets none")
+    return GPT(vocab, d, n_layers, n_heads, m.d_ff, max_len, m.dropout, m.tie_weights,
+               **m.kwargs)
+
+
+@MODELS.register("classifier")
+def _classifier(m: ModelConfig, vocab_size: int | None, num_classes: int | None,
+                seq_len: int) -> nn.Module:
+    classes = _need(m.num_classes or num_classes, "model.num_classes", "set task.num_classes")
+    vocab = _need(m.vocab_size or vocab_size, "model.vocab_size", "the data source sets none")
+    return TextClassifier(vocab, classes, m.d_model or 64, m.dropout, **m.kwargs)
+
+
+@MODELS.register("vision_cnn")
+def _vision(m: ModelConfig, vocab_size: int | None, num_classes: int | None,
+            seq_len: int) -> nn.Module:
+    classes = _need(m.num_classes or num_classes, "model.num_classes", "set task.num_classes")
+    return VisionCNN(classes, dropout=m.dropout, **m.kwargs)
+
+
+def _user_factory(m: ModelConfig, vocab_size: int | None, num_classes: int | None,
+                  seq_len: int) -> nn.Module:
+    factory = import_path(m.name, "model.name")
+    params = inspect.signature(factory).parameters
+    offered = {"vocab_size": m.vocab_size or vocab_size,
+               "num_classes": m.num_classes or num_classes,
+               "max_seq_len": m.max_seq_len or seq_len}
+    kwargs = {k: v for k, v in offered.items() if k in params and v is not None}
+    model = factory(**kwargs, **m.kwargs)
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model.name: '{m.name}' returned {type(model).__name__}, not an nn.Module")
+    return model
+
+
+def resolve_builder(name: str):
+    return _user_factory if ":" in name else MODELS.get(name)
+
+
+def build_model(m: ModelConfig, vocab_size: int | None = None, num_classes: int | None = None,
+                seq_len: int = 128) -> nn.Module:
+    return resolve_builder(m.name)(m, vocab_size, num_classes, seq_len)
+
+
+__all__ = ["GPT", "MODELS", "SIZES", "TextClassifier", "VisionCNN", "build_model"]

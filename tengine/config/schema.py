@@ -28,7 +28,8 @@ class ModelConfig(Section):
     name: str = Field(
         "gpt",
         description="Registered model (`gpt`, `classifier`, `vision_cnn`) or a user factory "
-        "`package.module:factory` called with this section's fields as keyword arguments.",
+        "`package.module:factory`, called with `model.kwargs` plus `vocab_size`, `num_classes` "
+        "and `max_seq_len` where its signature names them.",
     )
     size: str = Field(
         "tiny",
@@ -277,15 +278,15 @@ class TengineConfig(Section):
             problems.append(
                 f"training.halt_at_step {t.halt_at_step} is past training.max_steps {t.max_steps}"
             )
-        if self.precision == "fp16" and self.distributed.backend == "single" and self.compile:
-            pass  # fine: GradScaler works with compiled models
         if self.task.type == "language_modeling" and self.model.name in ("classifier", "vision_cnn"):
             problems.append(
                 f"model.name '{self.model.name}' is a classifier but task.type is "
                 "'language_modeling'; use model.name gpt or a classification task"
             )
-        if self.task.type == "vision_classification" and self.model.name == "gpt":
-            problems.append("model.name 'gpt' cannot do task.type 'vision_classification'; use vision_cnn")
+        if self.task.type != "language_modeling" and self.model.name == "gpt":
+            problems.append(
+                f"model.name 'gpt' predicts tokens and cannot do task.type '{self.task.type}'; "
+                "use classifier, vision_cnn or your own package.module:factory")
         if problems:
             raise ValueError("; ".join(problems))
         return self

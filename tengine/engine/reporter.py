@@ -54,9 +54,7 @@ class LocalReporter(Reporter):
     def __init__(self, run_dir: str | Path, is_main: bool = True):
         self.run_dir = Path(run_dir)
         self.is_main = is_main
-        if is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._fh = None
+        self._fh = None  # nothing is created before the run starts (a bad config leaves no trace)
 
     def log(self, record: dict[str, Any]) -> None:
         if not self.is_main:
@@ -70,4 +68,5 @@ class LocalReporter(Reporter):
             self._fh.close()
             self._fh = None
         if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
             write_json(self.run_dir / "summary.json", summary)

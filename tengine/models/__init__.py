@@ -10,6 +10,7 @@ its signature names them, `vocab_size`, `num_classes` and `max_seq_len`.
 from __future__ import annotations
 
 import inspect
+from functools import partial
 
 from torch import nn
 
@@ -60,9 +61,8 @@ def _vision(m: ModelConfig, vocab_size: int | None, num_classes: int | None,
     return VisionCNN(classes, dropout=m.dropout, **m.kwargs)
 
 
-def _user_factory(m: ModelConfig, vocab_size: int | None, num_classes: int | None,
+def _user_factory(factory, m: ModelConfig, vocab_size: int | None, num_classes: int | None,
                   seq_len: int) -> nn.Module:
-    factory = import_path(m.name, "model.name")
     params = inspect.signature(factory).parameters
     offered = {"vocab_size": m.vocab_size or vocab_size,
                "num_classes": m.num_classes or num_classes,
@@ -75,7 +75,10 @@ def _user_factory(m: ModelConfig, vocab_size: int | None, num_classes: int | Non
 
 
 def resolve_builder(name: str):
-    return _user_factory if ":" in name else MODELS.get(name)
+    """The builder for `model.name`; an import path is imported now, so typos fail early."""
+    if ":" in name:
+        return partial(_user_factory, import_path(name, "model.name"))
+    return MODELS.get(name)
 
 
 def build_model(m: ModelConfig, vocab_size: int | None = None, num_classes: int | None = None,

@@ -1,0 +1,38 @@
+"""Shared fixtures: tiny, fast configs on the synthetic Markov source."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("CI", "true")  # no progress bars in test output
+
+from tengine.config import load_config  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+# ~2 s runs: 20k tokens, 32-token sequences, the tiny GPT.
+TINY = [
+    "data.seq_len=32", "data.markov.num_tokens=20000", "training.micro_batch_size=8",
+    "training.log_every_n_steps=1", "training.eval_every_n_steps=0", "training.eval_batches=4",
+    "checkpoint.every_n_steps=0", "logging.plots=false", "optim.lr=3e-3",
+    "schedule.warmup_steps=5",
+]
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    """tiny_config(*overrides) → a validated config whose run dir is under tmp_path."""
+
+    def make(*overrides: str, name: str = "t"):
+        return load_config(REPO / "configs/quickstart.yaml",
+                           [*TINY, f"logging.root={tmp_path}", f"name={name}", *overrides])
+
+    return make
+
+
+def read_jsonl(path: Path, split: str = "train") -> list[dict]:
+    return [r for line in path.read_text().splitlines() if (r := json.loads(line))["split"] == split]

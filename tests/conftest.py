@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("CI", "true")  # no progress bars in test output
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub here: fail at once instead of retrying
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 from tengine.config import load_config  # noqa: E402
 

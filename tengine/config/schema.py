@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 TaskType = Literal[
     "language_modeling", "classification", "vision_classification", "segmentation", "multilabel"
@@ -242,6 +242,11 @@ class CheckpointConfig(Section):
 class LoggingConfig(Section):
     root: str = Field("runs", description="Parent directory of run dirs (`<root>/<name>`).")
     progress_bar: Literal["auto", "on", "off"] = Field("auto", description="tqdm bar: `auto` = only on a TTY outside CI.")
+
+    @field_validator("progress_bar", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, value: Any) -> Any:
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
     plots: bool = Field(True, description="Write loss/lr/throughput PNGs to `plots/` at the end.")
 
 

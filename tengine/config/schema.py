@@ -283,15 +283,6 @@ class TengineConfig(Section):
             problems.append(
                 f"training.halt_at_step {t.halt_at_step} is past training.max_steps {t.max_steps}"
             )
-        if self.task.type == "language_modeling" and self.model.name in ("classifier", "vision_cnn"):
-            problems.append(
-                f"model.name '{self.model.name}' is a classifier but task.type is "
-                "'language_modeling'; use model.name gpt or a classification task"
-            )
-        if self.task.type != "language_modeling" and self.model.name == "gpt":
-            problems.append(
-                f"model.name 'gpt' predicts tokens and cannot do task.type '{self.task.type}'; "
-                "use classifier, vision_cnn or your own package.module:factory")
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -20,6 +20,12 @@ TASK_COLLATOR = {"language_modeling": "lm", "classification": "classification",
                  "segmentation": "vision"}
 
 
+def _labels(items: list[dict]) -> torch.Tensor:
+    """Class ids stack to [B]; per-pixel masks or multi-hot vectors stack to [B, ...]."""
+    labels = [i["labels"] for i in items]
+    return torch.stack(labels) if torch.is_tensor(labels[0]) else torch.as_tensor(labels)
+
+
 def _pad(seqs: list[torch.Tensor], value: int) -> torch.Tensor:
     return torch.nn.utils.rnn.pad_sequence(seqs, batch_first=True, padding_value=value)
 
@@ -35,13 +41,13 @@ def classification_collate(items: list[dict], pad_id: int = 0) -> dict[str, torc
     ids = [i["input_ids"] for i in items]
     mask = _pad([torch.ones(len(x), dtype=torch.long) for x in ids], 0)
     return {"input_ids": _pad(ids, pad_id), "attention_mask": mask,
-            "labels": torch.as_tensor([i["labels"] for i in items])}
+            "labels": _labels(items)}
 
 
 @COLLATORS.register("vision")
 def vision_collate(items: list[dict], pad_id: int = 0) -> dict[str, torch.Tensor]:
     return {"pixel_values": torch.stack([i["pixel_values"] for i in items]),
-            "labels": torch.as_tensor([i["labels"] for i in items])}
+            "labels": _labels(items)}
 
 
 @COLLATORS.register("default")

@@ -212,6 +212,28 @@ HF_FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".txt": "t
                     ".parquet": "parquet"}
 
 
+def _hf_records(datasets, path: str, data: DataConfig, field_name: str) -> list[dict]:
+    builder = HF_FILE_BUILDERS.get(Path(path).suffix)
+    try:
+        if builder:
+            _files(path, field_name)
+            ds = datasets.load_dataset(builder, data_files=path, split=data.hf_split)
+        else:
+            ds = datasets.load_dataset(path, split=data.hf_split)
+    except DataError:
+        raise
+    except Exception as err:  # noqa: BLE001 — hub/network/format errors become one clear line
+        raise DataError(f"{field_name}: cannot load HF dataset '{path}' "
+                        f"(split {data.hf_split!r}): {type(err).__name__}: {err}") from None
+    records, total = [], 0
+    for row in ds:
+        records.append(row)
+        total += len(str(row.get(data.text_field, "")))
+        if total >= data.max_bytes:
+            break
+    return records
+
+
 @SOURCES.register("hf")
 def hf(data: DataConfig, task: TaskConfig) -> DataBundle:
     """HF `datasets`: local files by extension (json/jsonl/csv/txt/parquet), else a hub name."""
@@ -222,25 +244,9 @@ def hf(data: DataConfig, task: TaskConfig) -> DataBundle:
     except ImportError:
         raise DataError("data.source 'hf' needs the `datasets` package: "
                         "pip install 'tengine[hf]'") from None
-    builder = HF_FILE_BUILDERS.get(Path(data.path).suffix)
-    try:
-        if builder:
-            _files(data.path, "data.path")
-            ds = datasets.load_dataset(builder, data_files=data.path, split=data.hf_split)
-        else:
-            ds = datasets.load_dataset(data.path, split=data.hf_split)
-    except DataError:
-        raise
-    except Exception as err:  # noqa: BLE001 — hub/network/format errors become one clear line
-        raise DataError(f"data.path: cannot load HF dataset '{data.path}' "
-                        f"(split {data.hf_split!r}): {type(err).__name__}: {err}") from None
-    records, total = [], 0
-    for row in ds:
-        records.append(row)
-        total += len(str(row.get(data.text_field, "")))
-        if total >= data.max_bytes:
-            break
-    return _records_bundle(records, None, data, task, f"hf:{data.path}")
+    train = _hf_records(datasets, data.path, data, "data.path")
+    val = _hf_records(datasets, data.val_path, data, "data.val_path") if data.val_path else None
+    return _records_bundle(train, val, data, task, f"hf:{data.path}")
 
 
 # --- synthetic classification sets (tests, examples) ------------------------------------------

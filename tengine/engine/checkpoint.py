@@ -55,6 +55,10 @@ def verify(path: Path) -> str | None:
     return None
 
 
+def _step_of(path: Path) -> int:
+    return int(STEP_DIR.match(path.name).group(1))
+
+
 def read_manifest(path: Path) -> dict:
     return json.loads((path / MANIFEST).read_text())
 
@@ -103,11 +107,11 @@ class CheckpointManager:
         if not self.root.is_dir():
             return []
         found = [p for p in self.root.iterdir() if STEP_DIR.match(p.name) and (p / MANIFEST).is_file()]
-        return sorted(found, key=lambda p: int(STEP_DIR.match(p.name).group(1)))
+        return sorted(found, key=_step_of)
 
     def latest_valid(self) -> Path | None:
         candidates = [p for p in self.root.iterdir() if STEP_DIR.match(p.name)] if self.root.is_dir() else []
-        for path in sorted(candidates, key=lambda p: p.name, reverse=True):
+        for path in sorted(candidates, key=_step_of, reverse=True):
             reason = verify(path)
             if reason is None:
                 return path

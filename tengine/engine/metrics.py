@@ -80,13 +80,13 @@ class MetricsEngine:
     def add_train(self, out: LossOutput, tokens: int) -> None:
         self.train.add(out)
         self.window_tokens += tokens
+        self.total_tokens += tokens * self.world_size
 
     def train_record(self) -> dict[str, float]:
         """Metrics of the steps since the last call (global over ranks); resets the window."""
         stats = self.train.read(self.reduce)
         elapsed = time.perf_counter() - self.window_start
         tokens = self.window_tokens * self.world_size
-        self.total_tokens += tokens
         self.train_time += elapsed
         tok_s = tokens / elapsed if elapsed > 0 else 0.0
         record = {"loss": stats["loss"], "ppl": stats["ppl"], "tokens_per_s": tok_s,
@@ -114,4 +114,7 @@ class MetricsEngine:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB → GiB (Linux)
 
     def average_tokens_per_s(self) -> float:
-        return self.total_tokens / self.train_time if self.train_time else 0.0
+        """Over every step of this process, the open (not yet logged) window included."""
+        open_window = time.perf_counter() - self.window_start if self.window_tokens else 0.0
+        elapsed = self.train_time + open_window
+        return self.total_tokens / elapsed if elapsed else 0.0

@@ -15,14 +15,16 @@ import glob
 from pathlib import Path
 from typing import Any
 
+from tengine.backends import BACKENDS, build_strategy
 from tengine.config import TengineConfig
 from tengine.data import COLLATORS, SOURCES, build_data
 from tengine.data.sources import stdlib_glob
+from tengine.engine.checkpoint import MANIFEST
 from tengine.engine.losses import resolve_loss
 from tengine.engine.reporter import Reporter
 from tengine.engine.seeding import seed_everything
 from tengine.errors import ConfigError, TengineError
-from tengine.models import build_model, resolve_builder
+from tengine.models import build_model, check_model
 
 FILE_SOURCES = ("text_files", "jsonl", "hf")
 
@@ -36,14 +38,33 @@ def preflight(cfg: TengineConfig) -> None:
         except TengineError as err:
             problems.extend(str(err).splitlines())
 
-    check(resolve_builder, cfg.model.name)
+    check(check_model, cfg.model, cfg.task.type)
     check(resolve_loss, cfg.task)
+    check(_check_backend, cfg.distributed.backend)
     check(SOURCES.get, cfg.data.source)
     if cfg.data.collator is not None:
         check(COLLATORS.get, cfg.data.collator)
     check(_check_files, cfg)
+    check(_check_resume, cfg.checkpoint.resume)
     if problems:
         raise ConfigError(problems)
+
+
+def _check_backend(name: str) -> None:
+    if name not in BACKENDS:  # a valid config value whose backend is not installed/built yet
+        raise ConfigError(f"distributed.backend '{name}' is not available in this version; "
+                          f"available: {', '.join(BACKENDS.names())}")
+
+
+def _check_resume(resume: str) -> None:
+    """An explicit checkpoint path must exist now; its hashes are verified when it is loaded."""
+    if resume in ("auto", "never"):
+        return
+    path = Path(resume)
+    if not (path / MANIFEST).is_file():
+        what = "does not exist" if not path.exists() else "has no manifest.json (not a checkpoint)"
+        raise ConfigError(f"checkpoint.resume: '{resume}' {what}; give a step_XXXXXXXX "
+                          "checkpoint dir, 'auto' or 'never'")
 
 
 def _check_files(cfg: TengineConfig) -> None:
@@ -63,7 +84,6 @@ def _check_files(cfg: TengineConfig) -> None:
 
 
 def run(cfg: TengineConfig, reporter: Reporter | None = None, strategy=None) -> dict[str, Any]:
-    from tengine.backends import build_strategy
     from tengine.config import TaskSpec
     from tengine.engine.trainer import Trainer
 

@@ -228,6 +228,9 @@ class Trainer:
         self.strategy.barrier()
         if self.resumed_from is not None:
             self._restore(self.resumed_from)
+            if self.state.step >= self.max_steps:
+                log.warning("checkpoint %s is at step %d, max_steps is %d: nothing left to train",
+                            self.resumed_from, self.state.step, self.max_steps)
         self.train_loader.sampler.set_epoch(self.state.epoch, self.state.batch_in_epoch)
         self._batches = iter(self.train_loader)
         self.model.train()

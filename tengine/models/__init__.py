@@ -81,6 +81,43 @@ def resolve_builder(name: str):
     return MODELS.get(name)
 
 
+# What each registered model is built from, which config fields its builder already passes, and
+# which tasks its outputs fit; used to reject a bad `model` section before any data is built.
+BUILT = {"gpt": (GPT, {"vocab_size", "d_model", "n_layers", "n_heads", "d_ff", "max_seq_len",
+                       "dropout", "tie_weights"}, {"language_modeling"}),
+         "classifier": (TextClassifier, {"vocab_size", "num_classes", "d_model", "dropout"},
+                        {"classification", "multilabel"}),
+         "vision_cnn": (VisionCNN, {"num_classes", "dropout"}, {"vision_classification"})}
+
+
+def check_model(m: ModelConfig, task_type: str) -> None:
+    """Raise ConfigError for a `model` section that cannot be built for `task_type`."""
+    builder = resolve_builder(m.name)  # unknown name / bad import path
+    problems = []
+    if m.name == "gpt" and m.size not in SIZES:
+        problems.append(f"model.size: '{m.size}' unknown{did_you_mean(m.size, list(SIZES))}; "
+                        f"valid: {', '.join(SIZES)}")
+    if m.name in BUILT:
+        target, passed, tasks = BUILT[m.name]
+        if task_type not in tasks:
+            problems.append(f"model.name '{m.name}' cannot do task.type '{task_type}' (it fits "
+                            f"{', '.join(sorted(tasks))}); pick another model or your own "
+                            "package.module:factory")
+    else:
+        target, passed = builder.args[0], set()
+    params = inspect.signature(target).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        allowed = [n for n in params if n not in passed and n != "self"]
+        for key in m.kwargs:
+            if key not in allowed:
+                where = f"set model.{key} instead" if key in passed else (
+                    f"allowed: {', '.join(allowed) or 'none'}")
+                problems.append(f"model.kwargs: '{key}' is not an argument of "
+                                f"{getattr(target, '__name__', m.name)}; {where}")
+    if problems:
+        raise ConfigError(problems)
+
+
 def build_model(m: ModelConfig, vocab_size: int | None = None, num_classes: int | None = None,
                 seq_len: int = 128) -> nn.Module:
     return resolve_builder(m.name)(m, vocab_size, num_classes, seq_len)

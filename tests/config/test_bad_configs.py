@@ -33,12 +33,16 @@ CASES = {
     "dropout range": (["model.dropout=1.5"], ["model.dropout", "1.5"]),
     "schedule name": (["schedule.name=exponential"], ["schedule.name", "'cosine'"]),
     "tokenizer": (["data.tokenizer=wordpiece"], ["data.tokenizer", "'bpe'"]),
-    "model for task": (["task.type=vision_classification", "task.num_classes=4"], ["model.name 'gpt' predicts tokens", "'vision_classification'"]),
+    "model for task": (["task.type=vision_classification", "task.num_classes=4"], ["model.name 'gpt' cannot do task.type 'vision_classification'"]),
     "unknown model": (["model.name=gtp"], ["model.name: unknown model 'gtp'", "did you mean 'gpt'"]),
     "unknown loss": (["task.loss=cross_entropy"], ["task.loss: unknown loss 'cross_entropy'", "language_modeling"]),
     "unknown source": (["data.source=textfiles"], ["data.source", "did you mean 'text_files'"]),
     "unknown collator": (["data.collator=lmm"], ["data.collator", "did you mean 'lm'"]),
     "bad import path": (["model.name=no_such_pkg.mod:factory"], ["model.name", "cannot import module 'no_such_pkg.mod'"]),
+    "model size": (["model.size=huge"], ["model.size: 'huge' unknown", "gpt2"]),
+    "model kwargs": (["model.kwargs={heads: 2}"], ["model.kwargs: 'heads' is not an argument of GPT"]),
+    "backend not built": (["distributed.backend=ddp", "distributed.workers=2"], ["distributed.backend 'ddp' is not available", "available: single"]),
+    "resume path": (["checkpoint.resume=/nonexistent/step_00000010"], ["checkpoint.resume", "does not exist"]),
     "set without equals": (["optim.lr"], ["--set 'optim.lr'", "KEY=VALUE"]),
 }
 

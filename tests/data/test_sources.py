@@ -146,3 +146,20 @@ def test_synthetic_classification_sets_are_learnable_shapes():
 def test_quickstart_config_is_valid():
     cfg = load_config(REPO / "configs/quickstart.yaml")
     assert cfg.data.source == "synthetic_markov" and cfg.training.max_steps == 1000
+
+
+def test_collators_stack_mask_and_multi_hot_labels():
+    vision = build_collator(None, "segmentation", pad_id=0)
+    batch = vision([{"pixel_values": torch.zeros(3, 4, 4), "labels": torch.zeros(4, 4, dtype=torch.long)}] * 2)
+    assert batch["labels"].shape == (2, 4, 4)
+    multi = build_collator(None, "multilabel", pad_id=0)
+    batch = multi([{"input_ids": torch.tensor([1, 2]), "labels": torch.tensor([1.0, 0.0, 1.0])}] * 3)
+    assert batch["labels"].shape == (3, 3)
+
+
+def test_hf_source_uses_a_separate_validation_file(tmp_path):
+    _write_jsonl(tmp_path / "train.jsonl", [{"text": "train text " * 30} for _ in range(20)])
+    _write_jsonl(tmp_path / "val.jsonl", [{"text": "VALIDATION " * 30} for _ in range(5)])
+    bundle = build_data(DataConfig(source="hf", path=str(tmp_path / "train.jsonl"),
+                                   val_path=str(tmp_path / "val.jsonl"), seq_len=32), TaskConfig())
+    assert "VALIDATION" in ByteTokenizer().decode(bundle.val[0]["input_ids"].tolist())

@@ -91,3 +91,26 @@ def test_the_run_directory_contract(tmp_path, capsys):
         assert (run_dir / "plots" / png).read_bytes()[:4] == b"\x89PNG"
     env = json.loads((run_dir / "env.json").read_text())
     assert env["packages"]["torch"] and "python" in env
+
+
+def test_summary_counts_every_token_even_after_the_last_log(tiny_config):
+    summary = run(tiny_config("training.max_steps=25", "training.log_every_n_steps=10"))
+    assert summary["tokens"] == 25 * 8 * 32 and summary["tokens_per_s"] > 0
+
+
+def test_python_api_with_a_classification_taskspec_and_own_model(tmp_path):
+    import torch
+
+    from tengine import TaskSpec, Trainer, TrainingConfigBuilder
+    from tengine.data.datasets import ClassificationDataset
+    from tengine.models import TextClassifier
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 2, (256,), generator=g).tolist()
+    seqs = [[1 + y] * 4 + torch.randint(3, 20, (6,), generator=g).tolist() for y in labels]
+    cfg = (TrainingConfigBuilder().with_training(max_steps=30, micro_batch_size=16)
+           .with_optimizer(lr=1e-2).with_logging(root=str(tmp_path), plots=False).build())
+    trainer = Trainer(TextClassifier(20, 2), cfg, TaskSpec.classification(num_classes=2))
+    summary = trainer.train(ClassificationDataset(seqs[:200], labels[:200], 10),
+                            ClassificationDataset(seqs[200:], labels[200:], 10))
+    assert summary["val_accuracy"] > 0.95 and trainer.cfg.task.type == "classification"

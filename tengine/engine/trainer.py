@@ -37,7 +37,7 @@ from tengine.engine.metrics import Accumulator, MetricsEngine, batch_tokens
 from tengine.engine.optim import build_optimizer, build_scheduler
 from tengine.engine.reporter import LocalReporter, Reporter, write_json
 from tengine.engine.seeding import rng_state, seed_everything, set_rng_state
-from tengine.errors import DataError, NonFiniteError
+from tengine.errors import DataError
 
 log = logging.getLogger("tengine")
 
@@ -143,8 +143,12 @@ class Trainer:
                 if self.state.step == self.cfg.training.halt_at_step:
                     status = "halted"
                     break
-        except NonFiniteError as err:
-            self._write_summary("failed", error=str(err))
+        except BaseException as err:  # record why the run ended, then let the error through
+            status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+            try:
+                self._write_summary(status, error=f"{type(err).__name__}: {err}")
+            except Exception:  # noqa: BLE001 — never mask the original error
+                log.exception("could not write summary.json after the run failed")
             raise
         return self._finish(status)
 

@@ -35,10 +35,9 @@ def _load(args: argparse.Namespace):
 
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = _load(args)
-    from tengine.engine import LocalReporter, run
+    from tengine.engine import run
 
-    reporter = LocalReporter(args.run_dir) if args.run_dir else None
-    summary = run(cfg, reporter=reporter)
+    summary = run(cfg, run_dir=args.run_dir)
     floor = summary.get("loss_floor")
     lines = [f"{summary['status']}: {summary['steps']} steps in {summary['wall_s']:.1f} s, "
              f"{summary['tokens_per_s']:.0f} tokens/s"]
@@ -46,8 +45,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         extra = f" (loss floor {floor:.4f}, ratio {summary['val_loss'] / floor:.4f})" if floor else ""
         lines.append(f"val_loss {summary['val_loss']:.4f}{extra}")
     lines.append(f"run dir: {summary['run_dir']}")
+    if not _is_main():  # one report per run, not one per rank
+        return 0
     print("\n".join(lines))
     return 0
+
+
+def _is_main() -> bool:
+    import torch.distributed as dist
+
+    return not dist.is_initialized() or dist.get_rank() == 0
 
 
 def cmd_config_show(args: argparse.Namespace) -> int:
@@ -95,14 +102,19 @@ def main(argv: list[str] | None = None) -> int:
                         stream=sys.stderr)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
-        return func(args)
+        code = func(args)
     except TengineError as err:
         for line in str(err).splitlines():
             print(f"tengine: error: {line}", file=sys.stderr)
-        return err.exit_code
+        code = err.exit_code
     except KeyboardInterrupt:
         print("tengine: interrupted", file=sys.stderr)
-        return 130
+        code = 130
+    if "torch.distributed" in sys.modules and code == 0:  # a torchrun worker: leave cleanly
+        from tengine.backends.process_group import exit_cleanly
+
+        exit_cleanly(code)
+    return code
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Backends behind the Strategy seam, looked up by `distributed.backend`.
 
-Only `single` exists today; `ddp`/`fsdp` (Accelerate) and `deepspeed` plug into `BACKENDS`.
+`single` (one device), `ddp` (Accelerate DDP) and `fsdp` (PyTorch FSDP2). The multi-process
+ones are imported on first use (they pull in accelerate / torch.distributed.checkpoint).
 """
 
 from __future__ import annotations
@@ -12,6 +13,22 @@ from tengine.registry import Registry
 
 BACKENDS: Registry = Registry("backend", "distributed.backend")
 BACKENDS.register("single", SingleDeviceStrategy)
+
+
+def _ddp(precision: str) -> Strategy:
+    from tengine.backends.ddp import AccelerateDDPStrategy
+
+    return AccelerateDDPStrategy(precision)
+
+
+def _fsdp(precision: str) -> Strategy:
+    from tengine.backends.fsdp import FSDP2Strategy
+
+    return FSDP2Strategy(precision)
+
+
+BACKENDS.register("ddp", _ddp)
+BACKENDS.register("fsdp", _fsdp)
 
 
 def build_strategy(cfg) -> Strategy:

@@ -62,15 +62,29 @@ class SingleDeviceStrategy(Strategy):
         self.optimizer.zero_grad(set_to_none=True)
 
     def save(self, directory: Path, extra: dict[str, Any]) -> None:
-        save_model(self.unwrap(), str(directory / "model.safetensors"))
-        torch.save({"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-                    "extra": extra}, directory / "optim.pt")
+        save_full_state(directory, self.unwrap(), self.optimizer, self.scaler.state_dict(), extra)
 
     def load(self, directory: Path) -> dict[str, Any]:
-        missing, unexpected = load_model(self.unwrap(), str(directory / "model.safetensors"),
-                                         strict=True, device=str(self.device))
-        state = torch.load(directory / "optim.pt", map_location=self.device, weights_only=True)
-        self.optimizer.load_state_dict(state["optimizer"])
-        if state["scaler"]:
-            self.scaler.load_state_dict(state["scaler"])
-        return state["extra"]
+        scaler, extra = load_full_state(directory, self.unwrap(), self.optimizer, self.device)
+        if scaler:
+            self.scaler.load_state_dict(scaler)
+        return extra
+
+
+def save_full_state(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    scaler: dict, extra: dict[str, Any]) -> None:
+    """Unsharded state: `model.safetensors` (tied weights once) + `optim.pt`. Independent of the
+    world size, so a run saved by N replicas resumes on M."""
+    save_model(model, str(directory / "model.safetensors"))
+    torch.save({"optimizer": optimizer.state_dict(), "scaler": scaler, "extra": extra},
+               directory / "optim.pt")
+
+
+def load_full_state(directory: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    device: torch.device) -> tuple[dict, dict[str, Any]]:
+    """Load what `save_full_state` wrote (weights_only); returns (scaler state, extra)."""
+    target = str(device) if device.type == "cuda" else device.type  # safetensors rejects "cpu:0"
+    load_model(model, str(directory / "model.safetensors"), strict=True, device=target)
+    state = torch.load(directory / "optim.pt", map_location=target, weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    return state["scaler"], state["extra"]

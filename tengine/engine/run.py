@@ -21,7 +21,7 @@ from tengine.data import COLLATORS, SOURCES, build_data
 from tengine.data.sources import stdlib_glob
 from tengine.engine.checkpoint import MANIFEST
 from tengine.engine.losses import resolve_loss
-from tengine.engine.reporter import Reporter
+from tengine.engine.reporter import LocalReporter, Reporter
 from tengine.engine.seeding import seed_everything
 from tengine.errors import ConfigError, TengineError
 from tengine.models import build_model, check_model
@@ -40,7 +40,7 @@ def preflight(cfg: TengineConfig) -> None:
 
     check(check_model, cfg.model, cfg.task.type)
     check(resolve_loss, cfg.task)
-    check(_check_backend, cfg.distributed.backend)
+    check(_check_backend, cfg)
     check(SOURCES.get, cfg.data.source)
     if cfg.data.collator is not None:
         check(COLLATORS.get, cfg.data.collator)
@@ -50,10 +50,14 @@ def preflight(cfg: TengineConfig) -> None:
         raise ConfigError(problems)
 
 
-def _check_backend(name: str) -> None:
+def _check_backend(cfg: TengineConfig) -> None:
+    name = cfg.distributed.backend
     if name not in BACKENDS:  # a valid config value whose backend is not installed/built yet
         raise ConfigError(f"distributed.backend '{name}' is not available in this version; "
                           f"available: {', '.join(BACKENDS.names())}")
+    if name == "fsdp" and cfg.precision == "fp16":
+        raise ConfigError("precision 'fp16' with distributed.backend 'fsdp': FSDP2 here has no "
+                          "sharded GradScaler; use bf16 (or fp32)")
 
 
 def _check_resume(resume: str) -> None:
@@ -83,13 +87,18 @@ def _check_files(cfg: TengineConfig) -> None:
                               "(relative paths start at the current directory)")
 
 
-def run(cfg: TengineConfig, reporter: Reporter | None = None, strategy=None) -> dict[str, Any]:
+def run(cfg: TengineConfig, reporter: Reporter | None = None, strategy=None,
+        run_dir: str | None = None) -> dict[str, Any]:
+    """Train `cfg` in this process (one rank of a group when launched by torchrun/Ray)."""
     from tengine.config import TaskSpec
     from tengine.engine.trainer import Trainer
 
     preflight(cfg)
     strategy = strategy or build_strategy(cfg)
-    seed_everything(cfg.seed + strategy.rank, cfg.deterministic)
+    reporter = reporter or LocalReporter(run_dir or cfg.run_dir(), is_main=strategy.is_main)
+    # the same seed on every rank: the initial weights must agree (FSDP shards each rank's
+    # own copy); the Trainer reseeds with seed + rank for dropout afterwards
+    seed_everything(cfg.seed, cfg.deterministic)
     bundle = build_data(cfg.data, cfg.task)
     model = build_model(cfg.model, bundle.vocab_size, cfg.task.num_classes or bundle.num_classes,
                         cfg.data.seq_len)

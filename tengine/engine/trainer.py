@@ -50,6 +50,7 @@ class TrainState:
     accum_count: int = 0  # micro-batches of an open window; 0 at every step boundary
     best_metric: float | None = None
     evals_without_improvement: int = 0
+    global_batch: int = 0  # micro-batch × world size when saved: maps batch_in_epoch to a new world
     tokens: int = 0  # tokens trained on before this process (resumed runs)
     wall_s: float = 0.0  # wall time of earlier processes of this run
 
@@ -167,7 +168,9 @@ class Trainer:
                 s.backward(out.loss_sum / total)
             loss_sum, count = loss_sum + out.loss_sum.detach(), count + out.count
         grad_norm = s.clip_grad_norm(self.cfg.optim.grad_clip)
-        health = self.grad_monitor.observe(loss_sum / total, grad_norm, self.state.step + 1)
+        # the window's loss over all ranks (one tiny all-reduce; the norm is already global)
+        window = s.all_reduce(torch.stack([loss_sum, torch.tensor(total, device=s.device)]))
+        health = self.grad_monitor.observe(window[0] / window[1], grad_norm, self.state.step + 1)
         if health.ok:
             s.optimizer_step()
             self.metrics.add_train(LossOutput(loss_sum, count), tokens)
@@ -200,7 +203,7 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         self.metrics.pause()
-        state = {**asdict(self.state), "tokens": self.state.tokens + self.metrics.total_tokens,
+        state = {**asdict(self.state), "global_batch": self._global_batch(), "tokens": self.state.tokens + self.metrics.total_tokens,
                  "wall_s": self.state.wall_s + time.perf_counter() - self._t0,
                  "grad_monitor": self.grad_monitor.state_dict(),
                  "callbacks": [cb.state_dict() for cb in self.callbacks]}
@@ -243,12 +246,32 @@ class Trainer:
     def _restore(self, path: Path) -> None:
         extra = self.strategy.load(path)
         self.scheduler.load_state_dict(extra["scheduler"])
-        set_rng_state(torch.load(path / f"rng_rank{self.strategy.rank}.pt", weights_only=True))
+        rng_file = path / f"rng_rank{self.strategy.rank}.pt"
+        if rng_file.is_file():
+            set_rng_state(torch.load(rng_file, weights_only=True))
+        else:  # more ranks than the run that saved: this rank keeps its fresh seed + rank
+            log.warning("%s has no RNG state for rank %d; using seed + rank", path, self.strategy.rank)
         saved = json.loads((path / "trainer_state.json").read_text())
         self.grad_monitor.load_state_dict(saved.pop("grad_monitor"))
         for cb, cb_state in zip(self.callbacks, saved.pop("callbacks"), strict=False):
             cb.load_state_dict(cb_state)
         self.state = TrainState(**saved)
+        self._remap_epoch_position()
+
+    def _global_batch(self) -> int:
+        return self.cfg.training.micro_batch_size * self.strategy.world_size
+
+    def _remap_epoch_position(self) -> None:
+        """A checkpoint from another world size: the samples already consumed this epoch stay
+        consumed, counted in this run's micro-batches per rank."""
+        old, new = self.state.global_batch or self._global_batch(), self._global_batch()
+        if old == new:
+            return
+        samples = self.state.batch_in_epoch * old
+        if samples % new:
+            log.warning("resuming with global batch %d (was %d): %d samples into the epoch is not "
+                        "a whole number of batches; rounding down", new, old, samples)
+        self.state.batch_in_epoch, self.state.global_batch = samples // new, new
 
     def _next_window(self) -> list[dict]:
         window: list[dict] = []

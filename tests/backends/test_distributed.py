@@ -1,0 +1,97 @@
+"""Two CPU processes over gloo under torchrun: DDP matches one process, FSDP really shards,
+and checkpoints resume on another world size (2→1, 1→2)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, TINY
+
+COMMON = [*TINY, "training.max_steps=30", "data.markov.num_tokens=40000",
+          "training.eval_every_n_steps=0", "checkpoint.every_n_steps=10"]
+
+
+def _sets(args: list[str]) -> list[str]:
+    return [x for a in args for x in ("--set", a)]
+
+
+def torchrun(nproc: int, run_dir: Path, *args: str, script: list[str] | None = None,
+             timeout: int = 300) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
+    cmd += script or ["-m", "tengine", "train", str(REPO / "configs/quickstart.yaml"),
+                      "--run-dir", str(run_dir), *_sets([*COMMON, *args])]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def single(run_dir: Path, *args: str) -> None:
+    from tengine.cli import main
+
+    assert main(["train", str(REPO / "configs/quickstart.yaml"), "--run-dir", str(run_dir),
+                 *_sets([*COMMON, *args])]) == 0
+
+
+def step_losses(run_dir: Path) -> dict[int, float]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return {r["step"]: r["step_loss"] for r in map(json.loads, lines) if r["split"] == "train"}
+
+
+def assert_close(a: dict, b: dict, tol: float) -> None:
+    assert sorted(a) == sorted(b)
+    worst = max(abs(a[s] - b[s]) for s in a)
+    assert worst <= tol, f"max per-step difference {worst:.2e} > {tol}"
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> Path:
+    """One process, global batch 16: the curve the 2-process runs must reproduce."""
+    run_dir = tmp_path_factory.mktemp("single") / "run"
+    single(run_dir, "training.micro_batch_size=16")
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("ddp") / "run"
+    torchrun(2, run_dir, "distributed.backend=ddp", "training.micro_batch_size=8")
+    return run_dir
+
+
+def test_ddp_two_workers_match_one_process(reference, ddp_run):
+    assert_close(step_losses(ddp_run), step_losses(reference), 1e-4)
+    summary = json.loads((ddp_run / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["backend"] == "ddp"
+    assert summary["tokens"] == json.loads((reference / "summary.json").read_text())["tokens"]
+
+
+def test_fsdp_shards_parameters_and_optimizer_state(tmp_path, ddp_run):
+    run_dir = tmp_path / "run"
+    torchrun(2, run_dir, script=[str(REPO / "tests/backends/probe.py"), str(tmp_path), *COMMON,
+                                 "distributed.backend=fsdp", "training.micro_batch_size=8",
+                                 f"logging.root={tmp_path}", "name=run"])
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    for r in ranks:
+        assert r["world_size"] == 2 and r["status"] == "completed"
+        assert 0.4 < r["param_fraction"] < 0.6 and 0.4 < r["optim_fraction"] < 0.6
+    assert_close(step_losses(run_dir), step_losses(ddp_run), 1e-3)
+
+
+@pytest.mark.parametrize("backend", ["ddp", "fsdp"])
+def test_resume_on_another_world_size(tmp_path, reference, backend):
+    two_to_one, one_to_two = tmp_path / "a", tmp_path / "b"
+    torchrun(2, two_to_one, f"distributed.backend={backend}", "training.micro_batch_size=8",
+             "training.halt_at_step=10")
+    torchrun(1, two_to_one, f"distributed.backend={backend}", "training.micro_batch_size=16")
+    torchrun(1, one_to_two, f"distributed.backend={backend}", "training.micro_batch_size=16",
+             "training.halt_at_step=20")
+    torchrun(2, one_to_two, f"distributed.backend={backend}", "training.micro_batch_size=8")
+    for run_dir, resumed_at in ((two_to_one, 10), (one_to_two, 20)):
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert summary["resumed_from"].endswith(f"step_{resumed_at:08d}") and summary["steps"] == 30
+        assert_close(step_losses(run_dir), step_losses(reference), 1e-4)

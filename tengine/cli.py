@@ -1,6 +1,7 @@
 """The `tengine` command: parses arguments, builds the config, calls the engine.
 
     tengine train configs/quickstart.yaml [--set optim.lr=3e-4 ...] [--run-dir DIR] [--resume auto|never|PATH]
+    tengine train CONFIG --workers 2 --set distributed.backend=ddp   # Ray Train workers
     tengine config show CONFIG [--set ...]        # the resolved config as YAML
     tengine config validate CONFIG [--set ...]    # exit 0 if it can run, 2 with one line per problem
 
@@ -34,10 +35,23 @@ def _load(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if args.workers is not None:
+        args.overrides.append(f"distributed.workers={args.workers}")
+    if args.gpus_per_worker is not None:
+        args.overrides.append(f"distributed.gpus_per_worker={args.gpus_per_worker}")
     cfg = _load(args)
-    from tengine.engine import run
+    if cfg.distributed.workers > 0 and _ray_available():
+        from tengine.cluster.train import fit
 
-    summary = run(cfg, run_dir=args.run_dir)
+        summary = fit(cfg, run_dir=args.run_dir, address=args.address)
+    else:
+        if cfg.distributed.workers > 0:
+            logging.getLogger("tengine").warning(
+                "ray is not installed: training in this process instead of %d workers",
+                cfg.distributed.workers)
+        from tengine.engine import run
+
+        summary = run(cfg, run_dir=args.run_dir)
     floor = summary.get("loss_floor")
     lines = [f"{summary['status']}: {summary['steps']} steps in {summary['wall_s']:.1f} s, "
              f"{summary['tokens_per_s']:.0f} tokens/s"]
@@ -49,6 +63,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         return 0
     print("\n".join(lines))
     return 0
+
+
+def _ray_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("ray") is not None
 
 
 def _is_main() -> bool:
@@ -84,6 +104,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", metavar="auto|never|PATH",
                        help="auto = newest valid checkpoint of the run dir (default), never, or a "
                        "checkpoint directory")
+    train.add_argument("--workers", type=int, metavar="N",
+                       help="Ray Train workers (sets distributed.workers); 0 = this process")
+    train.add_argument("--gpus-per-worker", type=float, metavar="G",
+                       help="GPUs per Ray worker (sets distributed.gpus_per_worker)")
+    train.add_argument("--address", metavar="auto|ADDR",
+                       help="Ray cluster to join (default: RAY_ADDRESS, else start Ray here)")
     train.set_defaults(func=cmd_train)
 
     config = sub.add_parser("config", help="show or validate a config")

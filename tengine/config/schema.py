@@ -194,7 +194,11 @@ class DistributedConfig(Section):
     gpus_per_worker: float = Field(0.0, ge=0, description="GPUs reserved per Ray worker (0 = CPU workers).")
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved per Ray worker.")
     max_failures: int = Field(0, ge=-1, description="Worker-group restarts Ray may do (-1 = unlimited).")
-    storage_path: str | None = Field(None, description="Ray storage (dir, NFS path or s3:// URI); null = the run dir.")
+    storage_path: str | None = Field(None, description="Where Ray keeps its run state (a local or NFS dir); null = `<logging.root>/.ray`.")
+    kill_rank_at_step: int | None = Field(
+        None, ge=1, description="Test-only fault injection: the last rank SIGKILLs itself after "
+        "this step, once per run dir (checks that Ray restarts the group and training resumes).",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> DistributedConfig:

@@ -125,3 +125,19 @@ def plot_run(run_dir: Path, loss_floor: float | None = None) -> list[Path]:
         plt.close(fig)
         written.append(out_dir / name)
     return written
+
+
+class KillRankAtStep(Callback):
+    """Test-only fault injection (`distributed.kill_rank_at_step`): the last rank kills itself
+    with SIGKILL after `step`, once per run dir (a marker file keeps the restart alive)."""
+
+    def __init__(self, step: int, run_dir: Path):
+        self.step, self.marker = step, Path(run_dir) / ".killed_once"
+
+    def on_step_end(self, trainer: Trainer, record: dict[str, Any] | None) -> None:
+        s = trainer.strategy
+        if trainer.state.step == self.step and s.rank == s.world_size - 1 and not self.marker.exists():
+            import signal
+
+            self.marker.write_text(str(self.step))
+            os.kill(os.getpid(), signal.SIGKILL)

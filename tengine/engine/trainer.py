@@ -28,7 +28,13 @@ from tengine.backends import Strategy, build_strategy
 from tengine.config import TaskSpec, TengineConfig, to_yaml
 from tengine.data.collators import build_collator
 from tengine.data.loader import DataLoaderFactory
-from tengine.engine.callbacks import Callback, Plots, ProgressBar, progress_enabled
+from tengine.engine.callbacks import (
+    Callback,
+    KillRankAtStep,
+    Plots,
+    ProgressBar,
+    progress_enabled,
+)
 from tengine.engine.checkpoint import CheckpointManager
 from tengine.engine.envinfo import environment
 from tengine.engine.gradients import GradientMonitor, StepHealth
@@ -97,6 +103,9 @@ class Trainer:
         self.callbacks = [ProgressBar(progress_enabled(cfg.logging.progress_bar))]
         if cfg.logging.plots:
             self.callbacks.append(Plots(self.reporter.run_dir))
+        if cfg.distributed.kill_rank_at_step:
+            self.callbacks.append(KillRankAtStep(cfg.distributed.kill_rank_at_step,
+                                                 self.reporter.run_dir))
         self.callbacks += callbacks or []
         self.pad_id, self.loss_floor = pad_id, loss_floor
         self.state = TrainState()

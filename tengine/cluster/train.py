@@ -1,0 +1,120 @@
+"""Ray Train driver: `tengine train CONFIG --workers N` runs the engine on N Ray workers.
+
+    from tengine.cluster.train import fit
+    summary = fit(cfg, run_dir="runs/quickstart", workers=2)
+
+A TorchTrainer starts the workers (Ray creates the torch process group: gloo on CPU, NCCL on
+GPUs); each runs `engine.run` with the `ddp`/`fsdp` backend. The run directory must be on
+storage every worker sees (one machine, or NFS on a cluster): workers write metrics and their
+checkpoint shards there, and a restarted worker group (FailureConfig) resumes from the newest
+valid checkpoint in it. With no address and no RAY_ADDRESS, Ray starts in this process and
+stops with it; `--address auto` joins a running cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from tengine.config import TengineConfig, validate
+from tengine.errors import ConfigError, TengineError
+
+ATTEMPTS = ".worker_group_starts"  # in the run dir; restarts = starts - 1
+
+
+def _train_worker(loop_config: dict) -> None:
+    """Runs on every Ray worker: the same engine as a local run, one rank of the group."""
+    import ray.train
+
+    from tengine.engine import run
+
+    cfg = validate(loop_config["config"])
+    if ray.train.get_context().get_world_rank() == 0:  # count worker-group starts
+        attempts = Path(loop_config["run_dir"]) / ATTEMPTS
+        attempts.write_text(str(int(attempts.read_text() or 0) + 1 if attempts.exists() else 1))
+    run(cfg, run_dir=loop_config["run_dir"])
+
+
+def preflight_cluster(cfg: TengineConfig, run_dir: Path, workers: int, gpus: float) -> None:
+    """Checks that need the cluster, before any worker starts."""
+    import ray
+
+    problems = []
+    storage = cfg.distributed.storage_path
+    if storage and "://" in storage:
+        problems.append(f"distributed.storage_path '{storage}': only filesystem paths (local or "
+                        "NFS) are supported in this version")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write_test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as err:
+        problems.append(f"run dir '{run_dir}' is not writable ({err.strerror})")
+    have = ray.cluster_resources()
+    need_cpu = workers * cfg.distributed.cpus_per_worker
+    if have.get("CPU", 0) < need_cpu:
+        problems.append(f"--workers {workers} × distributed.cpus_per_worker "
+                        f"{cfg.distributed.cpus_per_worker} needs {need_cpu:g} CPUs; the cluster "
+                        f"has {have.get('CPU', 0):g}")
+    if gpus and have.get("GPU", 0) < workers * gpus:
+        problems.append(f"--workers {workers} × {gpus:g} GPUs needs {workers * gpus:g} GPUs; the "
+                        f"cluster has {have.get('GPU', 0):g}")
+    if problems:
+        raise ConfigError(problems)
+
+
+def fit(cfg: TengineConfig, run_dir: str | Path | None = None, workers: int | None = None,
+        gpus_per_worker: float | None = None, address: str | None = None) -> dict[str, Any]:
+    import ray
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from tengine.engine import preflight
+
+    workers = workers or cfg.distributed.workers
+    gpus = cfg.distributed.gpus_per_worker if gpus_per_worker is None else gpus_per_worker
+    run_dir = Path(run_dir or cfg.run_dir()).resolve()
+    preflight(cfg)
+    address = address or os.environ.get("RAY_ADDRESS")
+    started_here = not ray.is_initialized()
+    if started_here:
+        ray.init(address=address, include_dashboard=False, log_to_driver=True,
+                 configure_logging=False)
+    try:
+        preflight_cluster(cfg, run_dir, workers, gpus)
+        (run_dir / ATTEMPTS).unlink(missing_ok=True)
+        resources = {"CPU": cfg.distributed.cpus_per_worker, **({"GPU": gpus} if gpus else {})}
+        trainer = TorchTrainer(
+            _train_worker,
+            train_loop_config={"config": cfg.model_dump(mode="json"), "run_dir": str(run_dir)},
+            torch_config=TorchConfig(backend="nccl" if gpus else "gloo"),
+            scaling_config=ScalingConfig(num_workers=workers, use_gpu=bool(gpus),
+                                         resources_per_worker=resources),
+            run_config=RunConfig(
+                name=run_dir.name, storage_path=cfg.distributed.storage_path or str(run_dir.parent / ".ray"),
+                failure_config=FailureConfig(max_failures=cfg.distributed.max_failures)),
+        )
+        trainer.fit()
+    except TengineError:
+        raise
+    except Exception as err:  # noqa: BLE001 — a worker's TengineError arrives wrapped by Ray
+        raise TengineError(f"Ray training failed: {type(err).__name__}: {err}") from err
+    finally:
+        if started_here:
+            ray.shutdown()
+    return _record_restarts(run_dir)
+
+
+def _record_restarts(run_dir: Path) -> dict[str, Any]:
+    """Add how often Ray restarted the worker group in this job to summary.json."""
+    from tengine.engine.reporter import write_json
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    starts = run_dir / ATTEMPTS
+    summary["restarts"] = max(0, int(starts.read_text()) - 1) if starts.exists() else 0
+    starts.unlink(missing_ok=True)
+    write_json(run_dir / "summary.json", summary)
+    return summary

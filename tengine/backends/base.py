@@ -49,8 +49,9 @@ class Strategy(ABC):
     def backward(self, loss: torch.Tensor) -> None: ...
 
     @abstractmethod
-    def clip_grad_norm(self, max_norm: float | None) -> torch.Tensor:
-        """Unscale (fp16) and clip; returns the global grad norm as a device tensor (no sync)."""
+    def clip_grad_norm(self, max_norm: float | None) -> torch.Tensor | None:
+        """Unscale (fp16) and clip; returns the global grad norm as a device tensor (no sync),
+        or None where the backend clips inside its own step."""
 
     @abstractmethod
     def optimizer_step(self) -> None:
@@ -70,6 +71,18 @@ class Strategy(ABC):
 
     def unwrap(self) -> nn.Module:
         return self.model
+
+    def compiled(self) -> nn.Module:
+        """The module to call when `compile: true` (DeepSpeed compiles its engine in place)."""
+        return torch.compile(self.model)
+
+    def grad_norm_after_step(self) -> float | None:
+        """For backends that clip inside their step (DeepSpeed): the norm they measured."""
+        return None
+
+    def shard_fractions(self) -> dict[str, float]:
+        """Share of the parameters and of the optimizer state this rank stores (1.0 = all)."""
+        return {"params": 1.0, "optimizer": 1.0}
 
     def to_device(self, batch: dict) -> dict:
         non_blocking = self.device.type == "cuda"

@@ -95,12 +95,14 @@ class FSDP2Strategy(Strategy):
                        optim_state_dict=state["optim"])
         return torch.load(directory / "extra.pt", weights_only=True)["extra"]
 
-    def local_fraction(self) -> float:
-        """Share of the model's parameters stored on this rank (≈ 1/world when sharded)."""
-        local = sum(p.to_local().numel() if isinstance(p, DTensor) else p.numel()
-                    for p in self.model.parameters())
-        total = sum(p.numel() for p in self.model.parameters())
-        return local / total
+    def shard_fractions(self) -> dict[str, float]:
+        def share(tensors: list[torch.Tensor]) -> float:
+            local = sum(t.to_local().numel() if isinstance(t, DTensor) else t.numel() for t in tensors)
+            return local / max(1, sum(t.numel() for t in tensors))
+
+        state = [t for s in self.optimizer.state.values() for t in s.values()
+                 if torch.is_tensor(t) and t.ndim > 0]
+        return {"params": share(list(self.model.parameters())), "optimizer": share(state)}
 
     def all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
         return all_reduce_sum(tensor)

@@ -191,6 +191,11 @@ class DistributedConfig(Section):
     zero_stage: int = Field(0, ge=0, le=3, description="DeepSpeed ZeRO stage (1–3) with backend=deepspeed; 0 otherwise.")
     offload_optimizer: bool = Field(False, description="DeepSpeed: keep optimizer state on CPU (ZeRO ≥ 1).")
     offload_params: bool = Field(False, description="DeepSpeed: keep parameters on CPU (ZeRO-3 only).")
+    deepspeed_config: str | None = Field(
+        None, description="Extra DeepSpeed JSON merged into the generated one; a value that "
+        "contradicts this config (micro-batch, accumulation, clipping, precision, stage, "
+        "offload) is an error.",
+    )
     gpus_per_worker: float = Field(0.0, ge=0, description="GPUs reserved per Ray worker (0 = CPU workers).")
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved per Ray worker.")
     max_failures: int = Field(0, ge=-1, description="Worker-group restarts Ray may do (-1 = unlimited).")

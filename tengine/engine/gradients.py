@@ -20,7 +20,7 @@ from tengine.errors import NonFiniteError
 @dataclass
 class StepHealth:
     loss: float
-    grad_norm: float
+    grad_norm: float | None
     ok: bool
 
 
@@ -31,8 +31,12 @@ class GradientMonitor:
         self.skipped_steps = 0
         self.overflow_steps = 0
 
-    def observe(self, loss: torch.Tensor, grad_norm: torch.Tensor, step: int) -> StepHealth:
-        loss_v, norm_v = torch.stack([loss.detach().float(), grad_norm.detach().float()]).tolist()
+    def observe(self, loss: torch.Tensor, grad_norm: torch.Tensor | None, step: int) -> StepHealth:
+        """`grad_norm` None: the backend clips in its own step; only the loss is checked here."""
+        if grad_norm is None:
+            loss_v, norm_v = loss.detach().float().item(), 0.0
+        else:
+            loss_v, norm_v = torch.stack([loss.detach().float(), grad_norm.detach().float()]).tolist()
         loss_ok, norm_ok = math.isfinite(loss_v), math.isfinite(norm_v)
         if loss_ok and not norm_ok and self.scaled:
             self.overflow_steps += 1

@@ -92,7 +92,7 @@ class Trainer:
         self.loss = loss or build_loss(cfg.task)
         self.model = self.strategy.prepare(
             model, lambda m: build_optimizer(m, cfg.optim, self.strategy.device))
-        self.forward = torch.compile(self.model) if cfg.compile else self.model
+        self.forward = self.strategy.compiled() if cfg.compile else self.model
         self.grad_monitor = GradientMonitor(cfg.training.max_nonfinite_steps,
                                             scaled=self.strategy.precision == "fp16")
         ck = cfg.checkpoint
@@ -182,6 +182,8 @@ class Trainer:
         health = self.grad_monitor.observe(window[0] / window[1], grad_norm, self.state.step + 1)
         if health.ok:
             s.optimizer_step()
+            if grad_norm is None:  # measured inside the backend's step
+                health.grad_norm = s.grad_norm_after_step()
             self.metrics.add_train(LossOutput(loss_sum, count), tokens)
         else:
             s.skip_step()

@@ -78,7 +78,7 @@ def test_fsdp_shards_parameters_and_optimizer_state(tmp_path, ddp_run):
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     for r in ranks:
         assert r["world_size"] == 2 and r["status"] == "completed"
-        assert 0.4 < r["param_fraction"] < 0.6 and 0.4 < r["optim_fraction"] < 0.6
+        assert 0.4 < r["params"] < 0.6 and 0.4 < r["optimizer"] < 0.6
     assert_close(step_losses(run_dir), step_losses(ddp_run), 1e-3)
 
 
@@ -95,3 +95,40 @@ def test_resume_on_another_world_size(tmp_path, reference, backend):
         summary = json.loads((run_dir / "summary.json").read_text())
         assert summary["resumed_from"].endswith(f"step_{resumed_at:08d}") and summary["steps"] == 30
         assert_close(step_losses(run_dir), step_losses(reference), 1e-4)
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_deepspeed_zero_shards_and_matches_ddp(tmp_path, ddp_run, stage):
+    run_dir = tmp_path / "run"
+    torchrun(2, run_dir, script=[str(REPO / "tests/backends/probe.py"), str(tmp_path), *COMMON,
+                                 "distributed.backend=deepspeed", f"distributed.zero_stage={stage}",
+                                 "training.micro_batch_size=8", f"logging.root={tmp_path}",
+                                 "name=run", "training.halt_at_step=10"])
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    for r in ranks:
+        assert 0.4 < r["optimizer"] < 0.6  # ZeRO ≥ 1: optimizer state split
+        assert (0.4 < r["params"] < 0.6) if stage == 3 else r["params"] == 1.0
+    torchrun(2, run_dir, "distributed.backend=deepspeed", f"distributed.zero_stage={stage}",
+             "training.micro_batch_size=8")  # resume from the step-10 checkpoint
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["resumed_from"].endswith("step_00000010") and summary["steps"] == 30
+    assert_close(step_losses(run_dir), step_losses(ddp_run), 1e-3)
+
+
+def test_deepspeed_json_may_add_but_not_contradict(tmp_path):
+    from tengine.backends.deepspeed_config import deepspeed_config
+    from tengine.config import load_config
+    from tengine.errors import ConfigError
+
+    extra = tmp_path / "ds.json"
+    extra.write_text(json.dumps({"zero_optimization": {"reduce_bucket_size": 1000},
+                                 "train_micro_batch_size_per_gpu": 8}))
+    cfg = load_config(REPO / "configs/quickstart.yaml", [
+        "distributed.backend=deepspeed", "distributed.zero_stage=2", f"distributed.deepspeed_config={extra}",
+        "training.micro_batch_size=8", "training.grad_accum_steps=2"])
+    merged = deepspeed_config(cfg, "bf16")
+    assert merged["zero_optimization"] == {"stage": 2, "reduce_bucket_size": 1000}
+    assert merged["gradient_accumulation_steps"] == 2 and merged["bf16"] == {"enabled": True}
+    with pytest.raises(ConfigError, match=r"train_micro_batch_size_per_gpu=8 but training.micro_batch_size gives 4"):
+        deepspeed_config(cfg.model_copy(update={"training": cfg.training.model_copy(
+            update={"micro_batch_size": 4})}), "bf16")

@@ -1,0 +1,124 @@
+"""DeepSpeed ZeRO 1/2/3 (optional CPU offload), called through `deepspeed.initialize`.
+
+Our loop keeps control of accumulation: it tells the engine which micro-batch ends a window
+(`set_gradient_accumulation_boundary`), so a short last window works, and it scales each
+micro-batch loss itself (`backward(scale_wrt_gas=False)`). Clipping and the fp16 loss scale are
+DeepSpeed's (from our config); the gradient norm DeepSpeed computed in `step` is the one logged.
+A non-finite loss skips the step (gradients zeroed) before DeepSpeed applies it.
+
+Checkpoints are DeepSpeed's own per-rank shards (`engine.save_checkpoint`) under our atomic,
+hashed checkpoint dir; they are loaded by DeepSpeed (pickle, our own files, verified by sha256
+first) and need the same world size — resharding DeepSpeed checkpoints is not supported here.
+Calling `deepspeed.initialize` directly avoids Accelerate's DeepSpeedPlugin, which is silently
+ignored with `cpu=True` and needs `transformers` installed (STACK_NOTES.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from tengine.backends.base import Strategy
+from tengine.backends.deepspeed_config import deepspeed_config
+from tengine.backends.precision import default_device, resolve_precision
+from tengine.backends.process_group import all_reduce_sum, barrier, ensure_process_group
+
+TAG = "ds"
+
+
+class DeepSpeedStrategy(Strategy):
+    name = "deepspeed"
+
+    def __init__(self, cfg):
+        import deepspeed
+
+        self.rank, self.world_size, local_rank = ensure_process_group()
+        self.device = default_device(local_rank)
+        self.precision = resolve_precision(cfg.precision, self.device)
+        deepspeed.init_distributed(dist_backend="nccl" if self.device.type == "cuda" else "gloo")
+        self.ds_config = deepspeed_config(cfg, self.precision)
+        self.offload = cfg.distributed.offload_optimizer
+        self.stage = cfg.distributed.zero_stage
+
+    def prepare(self, model: nn.Module,
+                make_optimizer: Callable[[nn.Module], torch.optim.Optimizer]) -> nn.Module:
+        import deepspeed
+
+        optimizer = make_optimizer(model)
+        if self.offload:  # optimizer state on the CPU needs DeepSpeed's CPU Adam (a C++ op)
+            from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+            defaults = optimizer.defaults
+            optimizer = DeepSpeedCPUAdam(optimizer.param_groups, lr=defaults["lr"],
+                                         betas=defaults["betas"], eps=defaults["eps"],
+                                         adamw_mode=True)
+        self.engine, self.zero_optimizer, _, _ = deepspeed.initialize(
+            model=model.to(self.device), optimizer=optimizer, config=self.ds_config)
+        # the LR schedule drives the wrapped torch optimizer: ZeRO steps it with its groups' lr
+        self.model, self.optimizer = self.engine, optimizer
+        return self.engine
+
+    def autocast(self) -> AbstractContextManager:
+        return nullcontext()  # DeepSpeed runs the module in bf16/fp16 itself
+
+    @contextmanager
+    def _window(self, boundary: bool) -> Iterator[None]:
+        self.engine.set_gradient_accumulation_boundary(boundary)
+        yield
+
+    def accumulate(self, sync: bool) -> AbstractContextManager:
+        return self._window(sync)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.engine.backward(loss, scale_wrt_gas=False)
+
+    def clip_grad_norm(self, max_norm: float | None) -> torch.Tensor | None:
+        return None  # DeepSpeed clips inside step(); see grad_norm_after_step
+
+    def grad_norm_after_step(self) -> float | None:
+        norm = self.engine.get_global_grad_norm()
+        return float(norm) if norm is not None else None
+
+    def optimizer_step(self) -> None:
+        self.engine.step()
+
+    def skip_step(self) -> None:
+        self.engine.zero_grad()
+
+    def unwrap(self) -> nn.Module:
+        return self.engine.module
+
+    def compiled(self) -> nn.Module:
+        self.engine.compile()
+        return self.engine
+
+    def save(self, directory: Path, extra: dict[str, Any]) -> None:
+        self.engine.save_checkpoint(str(directory), tag=TAG, client_state={"extra": extra},
+                                    save_latest=False)
+
+    def load(self, directory: Path) -> dict[str, Any]:
+        _, client = self.engine.load_checkpoint(str(directory), tag=TAG)
+        if client is None:
+            raise FileNotFoundError(f"{directory}: no DeepSpeed checkpoint for this world size")
+        return client["extra"]
+
+    def shard_fractions(self) -> dict[str, float]:
+        params = list(self.engine.module.parameters())
+        total = sum(getattr(p, "ds_numel", p.numel()) for p in params)
+        local = sum(p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel() for p in params)
+        opt = self.zero_optimizer
+        flat = getattr(opt, "single_partition_of_fp32_groups", None)  # ZeRO 1/2
+        if flat is None:
+            flat = getattr(opt, "fp32_partitioned_groups_flat", [])  # ZeRO 3
+        return {"params": local / total, "optimizer": sum(t.numel() for t in flat) / total}
+
+    def all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+        return all_reduce_sum(tensor)
+
+    def barrier(self) -> None:
+        barrier()

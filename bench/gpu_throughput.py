@@ -38,6 +38,8 @@ import sys
 import tempfile
 import time
 import traceback
+import warnings
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -162,9 +164,51 @@ def deepspeed_importable() -> str | None:
     return None
 
 
+class SyncProbe:
+    """Host syncs of one step, from torch's CUDA sync debug mode: `file:line` of each (CUDA only).
+
+    Run on the last untimed step: the warnings it raises cost host time, never a timed step."""
+
+    def __init__(self, s: Settings):
+        self.enabled, self.sites, self._cm = s.cuda, None, None
+
+    def start(self) -> None:
+        if not self.enabled:
+            return
+        self.sites = []
+        self._cm = warnings.catch_warnings()  # restores filters and showwarning on exit
+        self._cm.__enter__()
+        warnings.simplefilter("always")
+        warnings.showwarning = self._record
+        torch.cuda.set_sync_debug_mode("warn")
+
+    def _record(self, message, category, filename, lineno, file=None, line=None) -> None:
+        if "synchroniz" not in str(message):
+            return
+        frames = [f for f in traceback.extract_stack()[:-1]
+                  if not f.filename.endswith("warnings.py")]
+        where = f"{Path(filename).name}:{lineno}"
+        outside = next((f for f in reversed(frames) if "/torch/" not in f.filename), None)
+        if outside is not None and (outside.filename, outside.lineno) != (filename, lineno):
+            where += f" (via {Path(outside.filename).name}:{outside.lineno})"
+        self.sites.append(where)
+
+    def stop(self) -> None:
+        if self._cm is None:
+            return
+        torch.cuda.set_sync_debug_mode("default")
+        self._cm.__exit__(None, None, None)
+        self._cm = None
+
+    def fields(self) -> dict:
+        if self.sites is None:
+            return {"syncs_per_step": None, "sync_sites": None}
+        return {"syncs_per_step": len(self.sites), "sync_sites": self.sites}
+
+
 def result(s: Settings, name: str, seconds: float, fpt: float, loss: float | None, **extra) -> dict:
     tok_s = s.batch * s.seq * s.steps / seconds
-    mem = torch.cuda.max_memory_allocated() / 2**30 if s.cuda else None
+    mem = torch.cuda.max_memory_allocated() / 2**30 if s.cuda else None  # since cleanup()
     return {"variant": name, "batch": s.batch, "seq_len": s.seq, "steps": s.steps,
             "compile": s.compile, "precision": s.precision, "step_ms": seconds / s.steps * 1e3,
             "tokens_per_s": tok_s, "tflops": tok_s * fpt / 1e12, "mfu": tok_s * fpt / PEAK_FLOPS,
@@ -198,15 +242,21 @@ def run_raw(s: Settings, data: TokenData, eager_loss: bool = False) -> dict:
         opt.zero_grad(set_to_none=True)
         return loss
 
+    probe = SyncProbe(s)
     for i in range(s.warmup):
+        if i == s.warmup - 1 and i > 0:
+            s.sync()
+            probe.start()
         step(*data.batch(i, s.batch, s.device))
+    probe.stop()
     s.sync()
     t0 = time.perf_counter()
     for i in range(s.warmup, s.total_steps):
         loss = step(*data.batch(i, s.batch, s.device))
     s.sync()
     seconds = time.perf_counter() - t0
-    return result(s, "raw_eagerloss" if eager_loss else "raw", seconds, fpt, float(loss.detach()))
+    return result(s, "raw_eagerloss" if eager_loss else "raw", seconds, fpt, float(loss.detach()),
+                  **probe.fields())
 
 
 def run_raw_deepspeed(s: Settings, data: TokenData) -> dict:
@@ -231,29 +281,40 @@ def run_raw_deepspeed(s: Settings, data: TokenData) -> dict:
         engine.step()
         return loss
 
+    probe = SyncProbe(s)
     for i in range(s.warmup):
+        if i == s.warmup - 1 and i > 0:
+            s.sync()
+            probe.start()
         step(*data.batch(i, s.batch, s.device))
+    probe.stop()
     s.sync()
     t0 = time.perf_counter()
     for i in range(s.warmup, s.total_steps):
         loss = step(*data.batch(i, s.batch, s.device))
     s.sync()
     seconds = time.perf_counter() - t0
-    out = result(s, "raw_ds", seconds, fpt, float(loss.detach()))
+    out = result(s, "raw_ds", seconds, fpt, float(loss.detach()), **probe.fields())
     engine.destroy() if hasattr(engine, "destroy") else None
     return out
 
 
 # --- the engine -----------------------------------------------------------------------------------
 class StepClock(Callback):
-    """Times steps warmup+1 .. max_steps: a device sync at both ends, none in between."""
+    """Times steps warmup+1 .. max_steps: a device sync at both ends, none in between; probes
+    step `warmup` (the last untimed one) for host syncs."""
 
     def __init__(self, s: Settings):
         self.s, self.t0, self.seconds, self.peak_mem, self.loss = s, 0.0, None, None, None
+        self.probe = SyncProbe(s)
 
     def on_step_end(self, trainer, record) -> None:
         step = trainer.state.step
-        if step == self.s.warmup:
+        if step == self.s.warmup - 1 and step > 0:
+            self.s.sync()
+            self.probe.start()
+        elif step == self.s.warmup:
+            self.probe.stop()
             self.s.sync()
             self.t0 = time.perf_counter()
         elif step == self.s.total_steps:
@@ -279,7 +340,7 @@ def run_engine(s: Settings, data: TokenData, backend: str) -> dict:
         raise RuntimeError(f"the run ended at step {summary.get('steps')} before step "
                            f"{s.total_steps} (status {summary.get('status')})")
     out = result(s, backend, clock.seconds, fpt, clock.loss, backend=summary.get("backend"),
-                 engine_precision=summary.get("precision"))
+                 engine_precision=summary.get("precision"), **clock.probe.fields())
     out["peak_mem_gib"] = clock.peak_mem  # before the final checkpoint
     with contextlib.suppress(Exception):
         strategy.teardown()
@@ -318,7 +379,7 @@ def print_table(rows: list[dict]) -> None:
     by = {r["variant"]: r for r in rows}
     raw, raw_ds = by.get("raw"), by.get("raw_ds")
     print(f"\n{'variant':14s} {'batch':>5s} {'step_ms':>8s} {'tokens/s':>10s} {'TFLOP/s':>8s} "
-          f"{'MFU':>6s} {'vs_raw':>7s} {'vs_raw_ds':>9s} {'peak_GiB':>8s} {'loss':>7s}")
+          f"{'MFU':>6s} {'vs_raw':>7s} {'vs_raw_ds':>9s} {'peak_GiB':>8s} {'loss':>7s} {'syncs':>5s}")
     for r in rows:
         r["vs_raw"] = r["tokens_per_s"] / raw["tokens_per_s"] if raw else None
         ds_rel = r["variant"] in ("raw_ds", "deepspeed") and raw_ds
@@ -326,7 +387,10 @@ def print_table(rows: list[dict]) -> None:
         print(f"{r['variant']:14s} {r['batch']:5d} {r['step_ms']:8.1f} {r['tokens_per_s']:10.0f} "
               f"{r['tflops']:8.1f} {r['mfu']:6.1%} {fmt(r['vs_raw'], '.3f', 7)} "
               f"{fmt(r['vs_raw_ds'], '.3f', 9)} {fmt(r['peak_mem_gib'], '.1f', 8)} "
-              f"{fmt(r['final_loss'], '.3f', 7)}")
+              f"{fmt(r['final_loss'], '.3f', 7)} {fmt(r['syncs_per_step'], 'd', 5)}")
+    for r in rows:
+        if r.get("sync_sites"):
+            print(f"  {r['variant']}: host syncs in one step at {', '.join(r['sync_sites'])}")
 
 
 def main() -> None:
@@ -380,6 +444,7 @@ def main() -> None:
             notes.append(note)
             continue
         cleanup(s)
+        mem_at_start = torch.cuda.memory_allocated() / 2**30 if s.cuda else None
         t = time.perf_counter()
         try:
             if v in ("raw", "raw_eagerloss"):
@@ -395,6 +460,7 @@ def main() -> None:
             notes.append(note)
             continue
         r["variant_wall_s"] = time.perf_counter() - t
+        r["mem_at_start_gib"] = mem_at_start  # left over from earlier variants (a leak shows here)
         rows.append(r)
         print(f"{v}: {r['tokens_per_s']:.0f} tok/s, {r['step_ms']:.1f} ms/step, MFU {r['mfu']:.1%}, "
               f"{r['variant_wall_s']:.0f} s in all", flush=True)
@@ -417,8 +483,12 @@ def main() -> None:
                        "engine_vs_raw": None if math.isnan(ratio) else ratio,
                        "deepspeed_vs_raw_ds": None if math.isnan(ds_ratio) else ds_ratio},
                       fh, indent=1)
-    sys.stdout.flush()
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
     print(f"engine_vs_raw={ratio:.4f}", flush=True)
+    sys.stderr.flush()
+    # nothing may print after the headline (library atexit hooks do): leave now
+    os._exit(0 if not math.isnan(ratio) else 1)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,10 @@ def _check_backend(cfg: TengineConfig) -> None:
     if name not in BACKENDS:  # a valid config value whose backend is not installed/built yet
         raise ConfigError(f"distributed.backend '{name}' is not available in this version; "
                           f"available: {', '.join(BACKENDS.names())}")
+    if name == "deepspeed":
+        from tengine.backends.deepspeed_config import deepspeed_config
+
+        deepspeed_config(cfg)  # a user JSON that contradicts our config fails here
     if name == "fsdp" and cfg.precision == "fp16":
         raise ConfigError("precision 'fp16' with distributed.backend 'fsdp': FSDP2 here has no "
                           "sharded GradScaler; use bf16 (or fp32)")

@@ -41,7 +41,7 @@ CASES = {
     "bad import path": (["model.name=no_such_pkg.mod:factory"], ["model.name", "cannot import module 'no_such_pkg.mod'"]),
     "model size": (["model.size=huge"], ["model.size: 'huge' unknown", "gpt2"]),
     "model kwargs": (["model.kwargs={heads: 2}"], ["model.kwargs: 'heads' is not an argument of GPT"]),
-    "backend not built": (["distributed.backend=deepspeed", "distributed.zero_stage=2"], ["distributed.backend 'deepspeed' is not available", "available: ddp, fsdp, single"]),
+    "deepspeed json missing": (["distributed.backend=deepspeed", "distributed.zero_stage=2", "distributed.deepspeed_config=/nonexistent/ds.json"], ["distributed.deepspeed_config: '/nonexistent/ds.json' does not exist"]),
     "fsdp with fp16": (["distributed.backend=fsdp", "precision=fp16"], ["precision 'fp16' with distributed.backend 'fsdp'", "use bf16"]),
     "resume path": (["checkpoint.resume=/nonexistent/step_00000010"], ["checkpoint.resume", "does not exist"]),
     "set without equals": (["optim.lr"], ["--set 'optim.lr'", "KEY=VALUE"]),

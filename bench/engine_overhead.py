@@ -25,7 +25,8 @@ from tengine.engine import Callback
 from tengine.engine.optim import build_optimizer, build_scheduler
 from tengine.models import build_model
 
-SETTINGS = ["data.seq_len=128", "training.micro_batch_size=32", "training.eval_every_n_steps=0",
+SETTINGS = ["distributed.workers=0", "distributed.backend=single",
+            "data.seq_len=128", "training.micro_batch_size=32", "training.eval_every_n_steps=0",
             "checkpoint.every_n_steps=0", "logging.plots=false", "logging.progress_bar=off",
             "training.log_every_n_steps=10", "checkpoint.resume=never"]
 

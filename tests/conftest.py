@@ -16,8 +16,9 @@ from tengine.config import load_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
-# ~2 s runs: 20k tokens, 32-token sequences, the tiny GPT.
+# ~2 s runs in this process: 20k tokens, 32-token sequences, the tiny GPT.
 TINY = [
+    "distributed.workers=0", "distributed.backend=single",
     "data.seq_len=32", "data.markov.num_tokens=20000", "training.micro_batch_size=8",
     "training.log_every_n_steps=1", "training.eval_every_n_steps=0", "training.eval_batches=4",
     "checkpoint.every_n_steps=0", "logging.plots=false", "optim.lr=3e-3",

@@ -1,8 +1,9 @@
-"""The main job (`make demo`): the quickstart reaches the known loss floor within 5%."""
+"""The main job (`make demo`): the quickstart, 2 Ray workers, reaches the loss floor within 5%."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -12,10 +13,12 @@ from tests.conftest import REPO
 def test_quickstart_reaches_the_loss_floor(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "tengine.cli", "train",
                            str(REPO / "configs/quickstart.yaml"), "--run-dir", str(tmp_path)],
-                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path,
+                          env={**os.environ, "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["steps"] == 1000
+    assert summary["world_size"] == 2 and summary["backend"] == "ddp"
     assert summary["val_loss"] <= 1.05 * summary["loss_floor"], summary
     assert summary["val_loss"] > summary["loss_floor"] * 0.99  # nothing beats the entropy rate
     assert "val_loss" in proc.stdout and "loss floor" in proc.stdout

@@ -72,9 +72,10 @@ class Strategy(ABC):
     def unwrap(self) -> nn.Module:
         return self.model
 
-    def compiled(self) -> nn.Module:
-        """The module to call when `compile: true` (DeepSpeed compiles its engine in place)."""
-        return torch.compile(self.model)
+    def compile_step(self, fn: Callable) -> Callable:
+        """`compile: true`: compile forward + loss as one graph, so the loss (an fp32 softmax
+        over the vocabulary) fuses with the model instead of materialising fp32 logits."""
+        return torch.compile(fn)
 
     def grad_norm_after_step(self) -> float | None:
         """For backends that clip inside their step (DeepSpeed): the norm they measured."""

@@ -93,9 +93,9 @@ class DeepSpeedStrategy(Strategy):
     def unwrap(self) -> nn.Module:
         return self.engine.module
 
-    def compiled(self) -> nn.Module:
-        self.engine.compile()
-        return self.engine
+    def compile_step(self, fn: Callable) -> Callable:
+        self.engine.compile()  # DeepSpeed's supported path: it compiles its module in place
+        return fn
 
     def save(self, directory: Path, extra: dict[str, Any]) -> None:
         self.engine.save_checkpoint(str(directory), tag=TAG, client_state={"extra": extra},

@@ -14,6 +14,7 @@ stops with it; `--address auto` joins a running cluster.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 from tengine.config import TengineConfig, validate
 from tengine.errors import ConfigError, TengineError
 
+log = logging.getLogger("tengine")
 ATTEMPTS = ".worker_group_starts"  # in the run dir; restarts = starts - 1
 
 
@@ -37,11 +39,13 @@ def _train_worker(loop_config: dict) -> None:
     run(cfg, run_dir=loop_config["run_dir"])
 
 
-def preflight_cluster(cfg: TengineConfig, run_dir: Path, workers: int, gpus: float) -> None:
-    """Checks that need the cluster, before any worker starts."""
+def preflight_cluster(cfg: TengineConfig, run_dir: Path, workers: int, gpus: float,
+                      embedded: bool) -> None:
+    """Checks that need the cluster, before any worker starts. Missing CPUs/GPUs are an error
+    on the embedded Ray; on a joined cluster only a warning (its autoscaler may add nodes)."""
     import ray
 
-    problems = []
+    problems, short = [], []
     storage = cfg.distributed.storage_path
     if storage and "://" in storage:
         problems.append(f"distributed.storage_path '{storage}': only filesystem paths (local or "
@@ -56,12 +60,16 @@ def preflight_cluster(cfg: TengineConfig, run_dir: Path, workers: int, gpus: flo
     have = ray.cluster_resources()
     need_cpu = workers * cfg.distributed.cpus_per_worker
     if have.get("CPU", 0) < need_cpu:
-        problems.append(f"--workers {workers} × distributed.cpus_per_worker "
+        short.append(f"--workers {workers} × distributed.cpus_per_worker "
                         f"{cfg.distributed.cpus_per_worker} needs {need_cpu:g} CPUs; the cluster "
                         f"has {have.get('CPU', 0):g}")
     if gpus and have.get("GPU", 0) < workers * gpus:
-        problems.append(f"--workers {workers} × {gpus:g} GPUs needs {workers * gpus:g} GPUs; the "
+        short.append(f"--workers {workers} × {gpus:g} GPUs needs {workers * gpus:g} GPUs; the "
                         f"cluster has {have.get('GPU', 0):g}")
+    if embedded:
+        problems += short
+    for line in [] if embedded else short:
+        log.warning("%s (waiting for the autoscaler)", line)
     if problems:
         raise ConfigError(problems)
 
@@ -84,7 +92,7 @@ def fit(cfg: TengineConfig, run_dir: str | Path | None = None, workers: int | No
         ray.init(address=address, include_dashboard=False, log_to_driver=True,
                  configure_logging=False)
     try:
-        preflight_cluster(cfg, run_dir, workers, gpus)
+        preflight_cluster(cfg, run_dir, workers, gpus, embedded=started_here and not address)
         (run_dir / ATTEMPTS).unlink(missing_ok=True)
         resources = {"CPU": cfg.distributed.cpus_per_worker, **({"GPU": gpus} if gpus else {})}
         trainer = TorchTrainer(

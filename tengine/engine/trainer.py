@@ -92,7 +92,8 @@ class Trainer:
         self.loss = loss or build_loss(cfg.task)
         self.model = self.strategy.prepare(
             model, lambda m: build_optimizer(m, cfg.optim, self.strategy.device))
-        self.forward = self.strategy.compiled() if cfg.compile else self.model
+        self.compute = self.strategy.compile_step(self._forward_loss) if cfg.compile \
+            else self._forward_loss
         self.grad_monitor = GradientMonitor(cfg.training.max_nonfinite_steps,
                                             scaled=self.strategy.precision == "fp16")
         ck = cfg.checkpoint
@@ -173,12 +174,13 @@ class Trainer:
             batch = s.to_device(batch)
             with s.accumulate(sync=i == len(window) - 1):
                 with s.autocast():
-                    out = self.loss(self.forward(**model_inputs(batch)), batch)
+                    out = self.compute(batch)
                 s.backward(out.loss_sum / total)
             loss_sum, count = loss_sum + out.loss_sum.detach(), count + out.count
         grad_norm = s.clip_grad_norm(self.cfg.optim.grad_clip)
         # the window's loss over all ranks (one tiny all-reduce; the norm is already global)
-        window = s.all_reduce(torch.stack([loss_sum, torch.tensor(total, device=s.device)]))
+        # (torch.full, not torch.tensor: a Python number copied to CUDA would sync the stream)
+        window = s.all_reduce(torch.stack([loss_sum, torch.full((), total, device=s.device)]))
         health = self.grad_monitor.observe(window[0] / window[1], grad_norm, self.state.step + 1)
         if health.ok:
             s.optimizer_step()
@@ -201,7 +203,7 @@ class Trainer:
                 break
             batch = self.strategy.to_device(batch)
             with self.strategy.autocast():
-                acc.add(self.loss(self.forward(**model_inputs(batch)), batch))
+                acc.add(self.compute(batch))
         self.model.train()
         stats = acc.read(self.strategy.all_reduce)
         record = {"split": "val", "step": self.state.step, "epoch": self.state.epoch,
@@ -211,6 +213,9 @@ class Trainer:
         self._notify("on_eval_end", record)
         self.metrics.resume_clock()
         return record
+
+    def _forward_loss(self, batch: dict) -> LossOutput:
+        return self.loss(self.model(**model_inputs(batch)), batch)
 
     def save_checkpoint(self) -> Path:
         self.metrics.pause()

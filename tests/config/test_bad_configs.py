@@ -19,7 +19,7 @@ CASES = {
     "negative lr": (["optim.lr=-1"], ["optim.lr", "-1", "greater than 0"]),
     "precision": (["precision=fp8"], ["precision", "'fp8'", "'bf16'"]),
     "backend name": (["distributed.backend=horovod"], ["distributed.backend", "'ddp'"]),
-    "single with many workers": (["distributed.workers=4"], ["distributed.backend 'single'", "workers is 4"]),
+    "single with many workers": (["distributed.backend=single", "distributed.workers=4"], ["distributed.backend 'single'", "workers is 4"]),
     "zero stage without deepspeed": (["distributed.backend=ddp", "distributed.zero_stage=2"], ["zero_stage 2 needs backend 'deepspeed'"]),
     "deepspeed without stage": (["distributed.backend=deepspeed"], ["zero_stage must be 1, 2 or 3"]),
     "offload params without zero3": (["distributed.backend=deepspeed", "distributed.zero_stage=2", "distributed.offload_params=true"], ["offload_params needs zero_stage 3"]),

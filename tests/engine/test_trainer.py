@@ -74,7 +74,8 @@ def test_vision_classification_learns(tiny_config):
 def test_the_run_directory_contract(tmp_path, capsys):
     run_dir = tmp_path / "run"
     quick = str(REPO / "configs/quickstart.yaml")
-    sets = ["training.max_steps=20", "data.markov.num_tokens=20000", "data.seq_len=32",
+    sets = ["distributed.workers=0", "distributed.backend=single", "training.micro_batch_size=32",
+            "training.max_steps=20", "data.markov.num_tokens=20000", "data.seq_len=32",
             "training.eval_every_n_steps=10", "checkpoint.every_n_steps=10"]
     assert main(["train", quick, "--run-dir", str(run_dir), *[x for s in sets for x in ("--set", s)]]) == 0
     assert "completed: 20 steps" in capsys.readouterr().out

@@ -242,6 +242,12 @@ def run_raw(s: Settings, data: TokenData, eager_loss: bool = False) -> dict:
         opt.zero_grad(set_to_none=True)
         return loss
 
+    seconds, loss, probe = time_raw_steps(s, data, step)
+    return result(s, "raw_eagerloss" if eager_loss else "raw", seconds, fpt, loss, **probe)
+
+
+def time_raw_steps(s: Settings, data: TokenData, step) -> tuple[float, float, dict]:
+    """Warm up (host syncs of the last warm-up step recorded), then time the measured steps."""
     probe = SyncProbe(s)
     for i in range(s.warmup):
         if i == s.warmup - 1 and i > 0:
@@ -254,9 +260,7 @@ def run_raw(s: Settings, data: TokenData, eager_loss: bool = False) -> dict:
     for i in range(s.warmup, s.total_steps):
         loss = step(*data.batch(i, s.batch, s.device))
     s.sync()
-    seconds = time.perf_counter() - t0
-    return result(s, "raw_eagerloss" if eager_loss else "raw", seconds, fpt, float(loss.detach()),
-                  **probe.fields())
+    return time.perf_counter() - t0, float(loss.detach()), probe.fields()
 
 
 def run_raw_deepspeed(s: Settings, data: TokenData) -> dict:
@@ -281,20 +285,8 @@ def run_raw_deepspeed(s: Settings, data: TokenData) -> dict:
         engine.step()
         return loss
 
-    probe = SyncProbe(s)
-    for i in range(s.warmup):
-        if i == s.warmup - 1 and i > 0:
-            s.sync()
-            probe.start()
-        step(*data.batch(i, s.batch, s.device))
-    probe.stop()
-    s.sync()
-    t0 = time.perf_counter()
-    for i in range(s.warmup, s.total_steps):
-        loss = step(*data.batch(i, s.batch, s.device))
-    s.sync()
-    seconds = time.perf_counter() - t0
-    out = result(s, "raw_ds", seconds, fpt, float(loss.detach()), **probe.fields())
+    seconds, loss, probe = time_raw_steps(s, data, step)
+    out = result(s, "raw_ds", seconds, fpt, loss, **probe)
     engine.destroy() if hasattr(engine, "destroy") else None
     return out
 

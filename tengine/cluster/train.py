@@ -23,7 +23,12 @@ from tengine.config import TengineConfig, validate
 from tengine.errors import ConfigError, TengineError
 
 log = logging.getLogger("tengine")
-ATTEMPTS = ".worker_group_starts"  # in the run dir; restarts = starts - 1
+
+
+def _starts_file(run_dir: Path) -> Path:
+    """Counts worker-group starts (restarts = starts - 1); beside the run dir, not in it, since
+    a fresh run moves an older run dir aside after the count is written."""
+    return run_dir.parent / f".{run_dir.name}.worker_group_starts"
 
 
 def _train_worker(loop_config: dict) -> None:
@@ -34,7 +39,7 @@ def _train_worker(loop_config: dict) -> None:
 
     cfg = validate(loop_config["config"])
     if ray.train.get_context().get_world_rank() == 0:  # count worker-group starts
-        attempts = Path(loop_config["run_dir"]) / ATTEMPTS
+        attempts = _starts_file(Path(loop_config["run_dir"]))
         attempts.write_text(str(int(attempts.read_text() or 0) + 1 if attempts.exists() else 1))
     run(cfg, run_dir=loop_config["run_dir"])
 
@@ -93,7 +98,7 @@ def fit(cfg: TengineConfig, run_dir: str | Path | None = None, workers: int | No
                  configure_logging=False)
     try:
         preflight_cluster(cfg, run_dir, workers, gpus, embedded=started_here and not address)
-        (run_dir / ATTEMPTS).unlink(missing_ok=True)
+        _starts_file(run_dir).unlink(missing_ok=True)
         resources = {"CPU": cfg.distributed.cpus_per_worker, **({"GPU": gpus} if gpus else {})}
         trainer = TorchTrainer(
             _train_worker,
@@ -121,7 +126,7 @@ def _record_restarts(run_dir: Path) -> dict[str, Any]:
     from tengine.engine.reporter import write_json
 
     summary = json.loads((run_dir / "summary.json").read_text())
-    starts = run_dir / ATTEMPTS
+    starts = _starts_file(run_dir)
     summary["restarts"] = max(0, int(starts.read_text()) - 1) if starts.exists() else 0
     starts.unlink(missing_ok=True)
     write_json(run_dir / "summary.json", summary)

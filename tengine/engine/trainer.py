@@ -166,7 +166,13 @@ class Trainer:
     def train_step(self, window: list[dict]) -> StepHealth:
         """One optimizer step over a window of micro-batches; returns the step's health."""
         s = self.strategy
-        total = sum(self.loss.count(b) for b in window)  # on the CPU batch: no device sync
+        # Items (tokens, samples) in the window on all ranks. Each rank divides by global/world:
+        # the backends average gradients over ranks, so the result is the exact global mean even
+        # when ranks hold different counts (padding, class weights). Counted on the CPU batch;
+        # torch.full (not torch.tensor) so no host→device copy syncs the CUDA stream.
+        local = sum(self.loss.count(b) for b in window)
+        total = s.all_reduce(torch.full((), local, device=s.device, dtype=torch.float32))
+        norm = total / s.world_size
         loss_sum = count = torch.zeros((), device=s.device)
         tokens = 0
         for i, batch in enumerate(window):
@@ -175,13 +181,11 @@ class Trainer:
             with s.accumulate(sync=i == len(window) - 1):
                 with s.autocast():
                     out = self.compute(batch)
-                s.backward(out.loss_sum / total)
+                s.backward(out.loss_sum / norm)
             loss_sum, count = loss_sum + out.loss_sum.detach(), count + out.count
         grad_norm = s.clip_grad_norm(self.cfg.optim.grad_clip)
-        # the window's loss over all ranks (one tiny all-reduce; the norm is already global)
-        # (torch.full, not torch.tensor: a Python number copied to CUDA would sync the stream)
-        window = s.all_reduce(torch.stack([loss_sum, torch.full((), total, device=s.device)]))
-        health = self.grad_monitor.observe(window[0] / window[1], grad_norm, self.state.step + 1)
+        global_loss = s.all_reduce(loss_sum.clone()) / total  # the grad norm is already global
+        health = self.grad_monitor.observe(global_loss, grad_norm, self.state.step + 1)
         if health.ok:
             s.optimizer_step()
             if grad_norm is None:  # measured inside the backend's step

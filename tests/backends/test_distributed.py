@@ -132,3 +132,18 @@ def test_deepspeed_json_may_add_but_not_contradict(tmp_path):
     with pytest.raises(ConfigError, match=r"train_micro_batch_size_per_gpu=8 but training.micro_batch_size gives 4"):
         deepspeed_config(cfg.model_copy(update={"training": cfg.training.model_copy(
             update={"micro_batch_size": 4})}), "bf16")
+
+
+def test_ddp_is_the_exact_global_mean_when_ranks_hold_different_token_counts(tmp_path):
+    import random
+
+    rng = random.Random(0)
+    words = ["alpha", "beta", "gamma", "delta", "train", "loss", "step"]
+    data = tmp_path / "docs.jsonl"
+    data.write_text("".join(json.dumps({"text": " ".join(rng.choices(words, k=rng.randint(1, 8)))}) + "\n"
+                            for _ in range(400)))
+    unpacked = ["data.source=jsonl", f"data.path={data}", "data.pack=false", "training.max_steps=12",
+                "checkpoint.every_n_steps=0"]
+    single(tmp_path / "one", *unpacked, "training.micro_batch_size=16")
+    torchrun(2, tmp_path / "two", *unpacked, "distributed.backend=ddp", "training.micro_batch_size=8")
+    assert_close(step_losses(tmp_path / "two"), step_losses(tmp_path / "one"), 1e-4)

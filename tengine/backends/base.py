@@ -24,6 +24,7 @@ class Strategy(ABC):
     world_size: int = 1
     device: torch.device = torch.device("cpu")
     precision: str = "fp32"
+    reshards: bool = True  # can load a checkpoint saved by another world size
     model: nn.Module
     optimizer: torch.optim.Optimizer
 

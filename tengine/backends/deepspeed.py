@@ -33,6 +33,7 @@ TAG = "ds"
 
 class DeepSpeedStrategy(Strategy):
     name = "deepspeed"
+    reshards = False  # ZeRO shards are tied to the world size that wrote them
 
     def __init__(self, cfg):
         import deepspeed

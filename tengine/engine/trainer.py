@@ -43,7 +43,7 @@ from tengine.engine.metrics import Accumulator, MetricsEngine, batch_tokens
 from tengine.engine.optim import build_optimizer, build_scheduler
 from tengine.engine.reporter import LocalReporter, Reporter, write_json
 from tengine.engine.seeding import rng_state, seed_everything, set_rng_state
-from tengine.errors import DataError
+from tengine.errors import CheckpointError, DataError
 
 log = logging.getLogger("tengine")
 
@@ -223,7 +223,8 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         self.metrics.pause()
-        state = {**asdict(self.state), "global_batch": self._global_batch(), "tokens": self.state.tokens + self.metrics.total_tokens,
+        state = {**asdict(self.state), "global_batch": self._global_batch(),
+                 "world_size": self.strategy.world_size, "tokens": self.state.tokens + self.metrics.total_tokens,
                  "wall_s": self.state.wall_s + time.perf_counter() - self._t0,
                  "grad_monitor": self.grad_monitor.state_dict(),
                  "callbacks": [cb.state_dict() for cb in self.callbacks]}
@@ -264,6 +265,13 @@ class Trainer:
         self._notify("on_fit_start")
 
     def _restore(self, path: Path) -> None:
+        saved = json.loads((path / "trainer_state.json").read_text())
+        saved_world = saved.pop("world_size", self.strategy.world_size)
+        if saved_world != self.strategy.world_size and not self.strategy.reshards:
+            raise CheckpointError(
+                f"{path} was saved by {saved_world} {self.strategy.name} ranks and this run has "
+                f"{self.strategy.world_size}; {self.strategy.name} checkpoints do not reshard: "
+                f"resume with {saved_world} workers (ddp and fsdp checkpoints reshard)")
         extra = self.strategy.load(path)
         self.scheduler.load_state_dict(extra["scheduler"])
         rng_file = path / f"rng_rank{self.strategy.rank}.pt"
@@ -271,7 +279,6 @@ class Trainer:
             set_rng_state(torch.load(rng_file, weights_only=True))
         else:  # more ranks than the run that saved: this rank keeps its fresh seed + rank
             log.warning("%s has no RNG state for rank %d; using seed + rank", path, self.strategy.rank)
-        saved = json.loads((path / "trainer_state.json").read_text())
         self.grad_monitor.load_state_dict(saved.pop("grad_monitor"))
         for cb, cb_state in zip(self.callbacks, saved.pop("callbacks"), strict=False):
             cb.load_state_dict(cb_state)

@@ -4,6 +4,7 @@ and checkpoints resume on another world size (2→1, 1→2)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -113,6 +114,15 @@ def test_deepspeed_zero_shards_and_matches_ddp(tmp_path, ddp_run, stage):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["resumed_from"].endswith("step_00000010") and summary["steps"] == 30
     assert_close(step_losses(run_dir), step_losses(ddp_run), 1e-3)
+    if stage == 2:  # ZeRO shards do not reshard: another world size is refused, clearly
+        proc = subprocess.run(
+            [sys.executable, "-m", "tengine", "train", str(REPO / "configs/quickstart.yaml"),
+             "--run-dir", str(run_dir), *_sets([*COMMON, "distributed.backend=deepspeed",
+                                                "distributed.zero_stage=2", "training.max_steps=40"])],
+            capture_output=True, text=True, timeout=300, cwd=REPO,
+            env={**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29533", "RANK": "0",
+                 "WORLD_SIZE": "1", "LOCAL_RANK": "0"})
+        assert proc.returncode == 1 and "saved by 2 deepspeed ranks" in proc.stderr
 
 
 def test_deepspeed_json_may_add_but_not_contradict(tmp_path):

@@ -71,12 +71,32 @@ def preflight_cluster(cfg: TengineConfig, run_dir: Path, workers: int, gpus: flo
     if gpus and have.get("GPU", 0) < workers * gpus:
         short.append(f"--workers {workers} × {gpus:g} GPUs needs {workers * gpus:g} GPUs; the "
                         f"cluster has {have.get('GPU', 0):g}")
+    if gpus and cfg.precision == "bf16" and have.get("GPU", 0) >= 1:
+        problems += _bf16_problem()
     if embedded:
         problems += short
     for line in [] if embedded else short:
         log.warning("%s (waiting for the autoscaler)", line)
     if problems:
         raise ConfigError(problems)
+
+
+def _bf16_problem() -> list[str]:
+    """Ask one GPU worker whether its card computes in bf16 (V100/T4 do not)."""
+    import ray
+
+    @ray.remote(num_gpus=1)
+    def probe() -> tuple[str, bool]:
+        import torch
+
+        return torch.cuda.get_device_name(), torch.cuda.is_bf16_supported()
+
+    try:
+        name, ok = ray.get(probe.remote(), timeout=120)
+    except Exception as err:  # noqa: BLE001 — no GPU free yet: the workers will find out
+        log.warning("could not check bf16 support on a GPU worker (%s)", err)
+        return []
+    return [] if ok else [f"precision 'bf16': the workers' {name} has no bf16; use fp16 or auto"]
 
 
 def fit(cfg: TengineConfig, run_dir: str | Path | None = None, workers: int | None = None,

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Train with N processes on this machine under torchrun (no Ray).
 #   launch/torchrun.sh NPROC CONFIG [tengine train args...]
-#   launch/torchrun.sh 2 configs/quickstart.yaml --set distributed.backend=ddp
-# Each process runs `tengine train`; the backend (ddp or fsdp) joins the process group that
+#   launch/torchrun.sh 2 configs/quickstart.yaml --set distributed.backend=fsdp
+# Each process runs `tengine train` in-process (never Ray, whatever distributed.workers says);
+# the backend (ddp, fsdp or deepspeed) joins the process group that
 # torchrun describes in RANK/WORLD_SIZE/MASTER_ADDR (gloo on CPU, NCCL on GPUs).
 set -euo pipefail
 if [ $# -lt 2 ]; then

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable
 
@@ -40,12 +41,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.gpus_per_worker is not None:
         args.overrides.append(f"distributed.gpus_per_worker={args.gpus_per_worker}")
     cfg = _load(args)
-    if cfg.distributed.workers > 0 and _ray_available():
+    under_torchrun = "TORCHELASTIC_RUN_ID" in os.environ  # torchrun started us: no Ray
+    if cfg.distributed.workers > 0 and _ray_available() and not under_torchrun:
         from tengine.cluster.train import fit
 
         summary = fit(cfg, run_dir=args.run_dir, address=args.address)
     else:
-        if cfg.distributed.workers > 0:
+        if cfg.distributed.workers > 0 and not under_torchrun:
             logging.getLogger("tengine").warning(
                 "ray is not installed: training in this process instead of %d workers",
                 cfg.distributed.workers)

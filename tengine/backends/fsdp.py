@@ -13,6 +13,7 @@ backend calls FSDP2 directly; it is the same `fully_shard` Accelerate's FSDP2 pa
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
@@ -29,6 +30,8 @@ from tengine.backends.base import Strategy
 from tengine.backends.precision import default_device, resolve_precision
 from tengine.backends.process_group import all_reduce_sum, barrier, ensure_process_group
 
+log = logging.getLogger("tengine")
+
 
 class FSDP2Strategy(Strategy):
     name = "fsdp"
@@ -37,8 +40,9 @@ class FSDP2Strategy(Strategy):
         self.rank, self.world_size, local_rank = ensure_process_group()
         self.device = default_device(local_rank)
         self.precision = resolve_precision(precision, self.device)
-        if self.precision == "fp16":
-            raise ValueError("fsdp supports bf16 and fp32")  # preflight says it in config terms
+        if self.precision == "fp16":  # only via `auto` on a card without bf16 (T4, V100)
+            log.warning("fsdp has no fp16 GradScaler here and this GPU has no bf16: using fp32")
+            self.precision = "fp32"
 
     def prepare(self, model: nn.Module,
                 make_optimizer: Callable[[nn.Module], torch.optim.Optimizer]) -> nn.Module:

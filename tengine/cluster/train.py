@@ -4,11 +4,12 @@
     summary = fit(cfg, run_dir="runs/quickstart", workers=2)
 
 A TorchTrainer starts the workers (Ray creates the torch process group: gloo on CPU, NCCL on
-GPUs); each runs `engine.run` with the `ddp`/`fsdp` backend. The run directory must be on
-storage every worker sees (one machine, or NFS on a cluster): workers write metrics and their
-checkpoint shards there, and a restarted worker group (FailureConfig) resumes from the newest
-valid checkpoint in it. With no address and no RAY_ADDRESS, Ray starts in this process and
-stops with it; `--address auto` joins a running cluster.
+GPUs); each runs `engine.run` with the `ddp`, `fsdp` or `deepspeed` backend. The run directory
+must be on storage every worker sees (one machine, or NFS on a cluster): workers write metrics
+and their checkpoint shards there, and a restarted worker group (FailureConfig) resumes from
+the newest valid checkpoint in it, whatever `checkpoint.resume` said for the first start. With
+no address and no RAY_ADDRESS, a Ray of its own starts in this process (even if another Ray
+runs on the machine) and stops with it; `--address auto` joins a running cluster.
 """
 
 from __future__ import annotations
@@ -38,9 +39,18 @@ def _train_worker(loop_config: dict) -> None:
     from tengine.engine import run
 
     cfg = validate(loop_config["config"])
-    if ray.train.get_context().get_world_rank() == 0:  # count worker-group starts
-        attempts = _starts_file(Path(loop_config["run_dir"]))
-        attempts.write_text(str(int(attempts.read_text() or 0) + 1 if attempts.exists() else 1))
+    starts = _starts_file(Path(loop_config["run_dir"]))
+    restarted = starts.exists()  # an earlier group of this job ran: continue its checkpoints
+    from tengine.backends.process_group import barrier, ensure_process_group
+
+    ensure_process_group()
+    rank = ray.train.get_context().get_world_rank()
+    barrier()  # every rank has read `restarted` before rank 0 counts this start
+    if rank == 0:
+        starts.write_text(str(int(starts.read_text() or 0) + 1 if restarted else 1))
+    if restarted:
+        cfg = validate({**cfg.model_dump(mode="json"),
+                        "checkpoint": {**cfg.checkpoint.model_dump(mode="json"), "resume": "auto"}})
     run(cfg, run_dir=loop_config["run_dir"])
 
 
@@ -51,10 +61,6 @@ def preflight_cluster(cfg: TengineConfig, run_dir: Path, workers: int, gpus: flo
     import ray
 
     problems, short = [], []
-    storage = cfg.distributed.storage_path
-    if storage and "://" in storage:
-        problems.append(f"distributed.storage_path '{storage}': only filesystem paths (local or "
-                        "NFS) are supported in this version")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write_test"
@@ -113,11 +119,10 @@ def fit(cfg: TengineConfig, run_dir: str | Path | None = None, workers: int | No
     preflight(cfg)
     address = address or os.environ.get("RAY_ADDRESS")
     started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(address=address, include_dashboard=False, log_to_driver=True,
-                 configure_logging=False)
+    if started_here:  # no address: a Ray of our own ("local"), even if another one runs here
+        ray.init(address=address or "local", log_to_driver=True, configure_logging=False)
     try:
-        preflight_cluster(cfg, run_dir, workers, gpus, embedded=started_here and not address)
+        preflight_cluster(cfg, run_dir, workers, gpus, embedded=not address)
         _starts_file(run_dir).unlink(missing_ok=True)
         resources = {"CPU": cfg.distributed.cpus_per_worker, **({"GPU": gpus} if gpus else {})}
         trainer = TorchTrainer(

@@ -187,7 +187,7 @@ class TrainingConfig(Section):
 
 class DistributedConfig(Section):
     workers: int = Field(0, ge=0, description="Ray Train workers; 0 = train in this process without Ray.")
-    backend: Backend = Field("single", description="`single` (one device), `ddp`, `fsdp` (Accelerate) or `deepspeed`.")
+    backend: Backend = Field("single", description="`single` (one device), `ddp` (Accelerate), `fsdp` (PyTorch FSDP2) or `deepspeed` (ZeRO).")
     zero_stage: int = Field(0, ge=0, le=3, description="DeepSpeed ZeRO stage (1–3) with backend=deepspeed; 0 otherwise.")
     offload_optimizer: bool = Field(False, description="DeepSpeed: keep optimizer state on CPU (ZeRO ≥ 1).")
     offload_params: bool = Field(False, description="DeepSpeed: keep parameters on CPU (ZeRO-3 only).")
@@ -199,7 +199,7 @@ class DistributedConfig(Section):
     gpus_per_worker: float = Field(0.0, ge=0, description="GPUs reserved per Ray worker (0 = CPU workers).")
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved per Ray worker.")
     max_failures: int = Field(0, ge=-1, description="Worker-group restarts Ray may do (-1 = unlimited).")
-    storage_path: str | None = Field(None, description="Where Ray keeps its run state (a local or NFS dir); null = `<logging.root>/.ray`.")
+    storage_path: str | None = Field(None, description="Where Ray keeps its run state (a local or NFS dir); null = `.ray` beside the run dir.")
     kill_rank_at_step: int | None = Field(
         None, ge=1, description="Test-only fault injection: the last rank SIGKILLs itself after "
         "this step, once per run dir (checks that Ray restarts the group and training resumes).",

@@ -45,6 +45,7 @@ def preflight(cfg: TengineConfig) -> None:
     if cfg.data.collator is not None:
         check(COLLATORS.get, cfg.data.collator)
     check(_check_files, cfg)
+    check(_check_storage, cfg)
     check(_check_resume, cfg.checkpoint.resume)
     if problems:
         raise ConfigError(problems)
@@ -62,6 +63,13 @@ def _check_backend(cfg: TengineConfig) -> None:
     if name == "fsdp" and cfg.precision == "fp16":
         raise ConfigError("precision 'fp16' with distributed.backend 'fsdp': FSDP2 here has no "
                           "sharded GradScaler; use bf16 (or fp32)")
+
+
+def _check_storage(cfg: TengineConfig) -> None:
+    storage = cfg.distributed.storage_path
+    if cfg.distributed.workers > 0 and storage and "://" in storage:
+        raise ConfigError(f"distributed.storage_path '{storage}': only filesystem paths (local "
+                          "or NFS) are supported in this version")
 
 
 def _check_resume(resume: str) -> None:

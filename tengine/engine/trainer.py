@@ -137,9 +137,9 @@ class Trainer:
         return self.fit()
 
     def fit(self) -> dict[str, Any]:
-        self._start()
         status = "completed"
         try:
+            self._start()
             while self.state.step < self.max_steps:
                 health = self.train_step(self._next_window())
                 self.state.step += 1

@@ -40,3 +40,26 @@ class CheckpointError(TengineError):
 
 class NonFiniteError(TengineError):
     """Training produced non-finite losses/gradients too many steps in a row."""
+
+
+class ControlError(TengineError):
+    """A control-plane request that cannot be done; `code` tells clients and the CLI what kind."""
+
+    code = "error"
+    exit_code = 2
+
+
+class NotFound(ControlError):
+    code = "not_found"
+
+
+class AlreadyExists(ControlError):
+    code = "already_exists"
+
+
+class Invalid(ControlError):
+    code = "invalid"
+
+
+class Conflict(ControlError):
+    code = "conflict"

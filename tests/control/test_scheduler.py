@@ -1,0 +1,116 @@
+"""Scheduler: cron in a time zone across DST on a fake clock, exactly one job per fire."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from tengine.control import JobQueue, Scheduler, open_store
+from tengine.errors import AlreadyExists, Invalid
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+class Clock:
+    def __init__(self, t: float):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _setup(start: datetime):
+    clock = Clock(start.timestamp())
+    store = open_store("memory://")
+    queue = JobQueue(store, clock=clock)
+    return clock, queue, Scheduler(store, queue, clock=clock), Scheduler(store, queue, clock=clock)
+
+
+def test_monday_3am_berlin_for_60_days_across_dst_with_racing_ticks():
+    start = datetime(2026, 10, 1, tzinfo=BERLIN)  # DST ends on Sunday 2026-10-25
+    clock, queue, sched, rival = _setup(start)
+    sched.add("weekly", job_type="sleep", cron="0 3 * * 1", tz="Europe/Berlin")
+    end = start + timedelta(days=60)
+    while clock.t < end.timestamp():
+        clock.t += 15 * 60
+        sched.tick()
+        rival.tick()  # a second scheduler racing over the same fires
+    jobs = queue.list()
+    fires = [datetime.fromtimestamp(j.fire_time, BERLIN) for j in jobs]
+    mondays = [start.date() + timedelta(days=d) for d in range(61)
+               if (start.date() + timedelta(days=d)).weekday() == 0]
+    mondays = [d for d in mondays if datetime(d.year, d.month, d.day, 3, tzinfo=BERLIN) <= end]
+    assert [f.date() for f in fires] == mondays and len(fires) == 8  # Oct 5 … Nov 23
+    assert all((f.hour, f.minute, f.weekday()) == (3, 0, 0) for f in fires)
+    offsets = {f.utcoffset() for f in fires}
+    assert offsets == {timedelta(hours=2), timedelta(hours=1)}  # both sides of the DST change
+
+
+def test_misfire_policies_after_downtime():
+    start = datetime(2026, 1, 1, tzinfo=ZoneInfo("UTC"))
+    clock, queue, sched, _ = _setup(start)
+    sched.add("skip", job_type="sleep", interval_s=3600, misfire="skip")
+    sched.add("catchup", job_type="sleep", interval_s=3600, misfire="run_once")
+    clock.t += 5 * 3600 + 30  # down for 5 hours: fires at +1h..+5h, the last one on time
+    sched.tick()
+    by_schedule = {}
+    for j in queue.list():
+        by_schedule.setdefault(j.schedule_id, []).append(j.fire_time - start.timestamp())
+    skip_id, catchup_id = sched.get("skip").id, sched.get("catchup").id
+    assert by_schedule[skip_id] == [5 * 3600]  # only the on-time fire
+    assert by_schedule[catchup_id] == [4 * 3600, 5 * 3600]  # one catch-up run + the on-time fire
+    assert sched.get("skip").next_fire == start.timestamp() + 6 * 3600
+
+
+def test_disable_enable_and_remove():
+    start = datetime(2026, 1, 1, tzinfo=ZoneInfo("UTC"))
+    clock, queue, sched, _ = _setup(start)
+    sched.add("hourly", job_type="sleep", interval_s=3600)
+    sched.set_enabled("hourly", False)
+    assert sched.get("hourly").next_fire is None
+    clock.t += 3 * 3600
+    assert sched.tick() == []
+    sched.set_enabled("hourly", True)
+    clock.t += 3600 + 1
+    assert len(sched.tick()) == 1
+    sched.remove("hourly")
+    assert sched.list() == []
+
+
+@pytest.mark.parametrize("kwargs, error, text", [
+    ({"cron": "0 3 * *"}, Invalid, "not a valid 5-field"),
+    ({"cron": "61 3 * * 1"}, Invalid, "not a valid 5-field"),
+    ({"cron": "0 3 * * 1", "tz": "Mars/Olympus"}, Invalid, "IANA"),
+    ({}, Invalid, "exactly one of cron"),
+    ({"cron": "0 3 * * 1", "interval_s": 60}, Invalid, "exactly one of cron"),
+    ({"interval_s": 0}, Invalid, "must be > 0"),
+    ({"interval_s": 60, "job_type": "trian"}, Invalid, "job type 'trian' unknown"),
+    ({"interval_s": 60, "misfire": "later"}, Invalid, "misfire"),
+])
+def test_bad_schedules_are_refused(kwargs, error, text):
+    _, _, sched, _ = _setup(datetime(2026, 1, 1, tzinfo=ZoneInfo("UTC")))
+    with pytest.raises(error, match=text):
+        sched.add("bad", **{"job_type": "sleep", **kwargs})
+    assert sched.list() == []
+
+
+def test_names_are_unique_and_safe():
+    _, _, sched, _ = _setup(datetime(2026, 1, 1, tzinfo=ZoneInfo("UTC")))
+    sched.add("a", job_type="sleep", interval_s=60)
+    with pytest.raises(AlreadyExists):
+        sched.add("a", job_type="sleep", interval_s=60)
+    with pytest.raises(Invalid, match="no path separators"):
+        sched.add("../x", job_type="sleep", interval_s=60)
+
+
+def test_two_ticks_that_read_the_same_due_fire_create_one_job():
+    start = datetime(2026, 1, 1, tzinfo=ZoneInfo("UTC"))
+    clock, queue, sched, rival = _setup(start)
+    sched.add("hourly", job_type="sleep", interval_s=3600)
+    clock.t += 3600 + 1
+    stale = sched.list()  # the rival read the schedule before the first tick wrote last_fire
+    rival.list = lambda: stale
+    first, second = sched.tick(), rival.tick()
+    assert first == second and len(first) == 1 and len(queue.list()) == 1

@@ -70,10 +70,11 @@ def test_expired_lease_requeues_and_the_old_runner_is_refused(q, clock):
 
 def test_failures_retry_with_backoff_then_fail(q, clock):
     job = q.submit("train", max_retries=2)
-    for attempt, delay in ((1, 2.0), (2, 4.0)):
+    for attempt, delay in ((1, 2.0), (2, 4.0)):  # 2^attempt seconds
         q.claim("r")
         failed = q.fail(job.id, "r", "boom")
-        assert failed.state == "PENDING" and failed.not_before == clock.t + delay
+        assert failed.state == "PENDING" and failed.attempts == attempt
+        assert failed.not_before == clock.t + delay
         assert q.claim("r") is None  # not before the backoff
         clock.t += delay
     q.claim("r")

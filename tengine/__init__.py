@@ -14,8 +14,12 @@ def __getattr__(name: str):  # the engine imports torch: load it on first use, n
         from tengine import engine
 
         return getattr(engine, name)
+    if name == "connect":
+        from tengine.cluster.client import connect
+
+        return connect
     raise AttributeError(f"module 'tengine' has no attribute {name!r}")
 
 
 __all__ = ["ConfigError", "TaskSpec", "TengineConfig", "TengineError", "Trainer",
-           "TrainingConfigBuilder", "load_config", "run"]
+           "TrainingConfigBuilder", "connect", "load_config", "run"]

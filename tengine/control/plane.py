@@ -1,0 +1,55 @@
+"""ControlPlane: the job queue, scheduler and model registry over one store, behind one `call`.
+
+    plane = ControlPlane("sqlite:///runs/control/tengine.db")
+    plane.call("registry", "register", "mymodel", artifact_uri=..., sha256=..., size=...)
+
+`call(component, method, ...)` is what the Ray actor exposes and what a local client calls
+in-process, so both paths run exactly the same code. Only public methods of the three
+components are reachable.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from tengine.control.jobs import JobQueue
+from tengine.control.registry import ModelRegistry
+from tengine.control.scheduler import Scheduler
+from tengine.control.store import open_store
+from tengine.errors import Invalid
+from tengine.registry import did_you_mean
+
+COMPONENTS = ("jobs", "schedules", "registry")
+
+
+class ControlPlane:
+    def __init__(self, store_uri: str, clock=time.time):
+        self.store_uri = store_uri
+        self.store = open_store(store_uri)
+        self.jobs = JobQueue(self.store, clock)
+        self.schedules = Scheduler(self.store, self.jobs, clock)
+        self.registry = ModelRegistry(self.store, clock)
+
+    def call(self, component: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        if component not in COMPONENTS:
+            raise Invalid(f"unknown component '{component}'{did_you_mean(component, list(COMPONENTS))}")
+        target = getattr(self, component)
+        fn = getattr(target, method, None)
+        if method.startswith("_") or not callable(fn):
+            public = [m for m in dir(target) if not m.startswith("_") and callable(getattr(target, m))]
+            raise Invalid(f"{component} has no operation '{method}'{did_you_mean(method, public)}")
+        return fn(*args, **kwargs)
+
+    def status(self) -> dict[str, Any]:
+        states: dict[str, int] = {}
+        for job in self.jobs.list():
+            states[job.state] = states.get(job.state, 0) + 1
+        return {"store": self.store_uri, "jobs": states,
+                "schedules": len(self.schedules.list()),
+                "model_versions": len(self.registry.list_models(status=None))}
+
+    def tick(self) -> list[str]:
+        """One round of the background loop: expire dead leases, fire due schedules."""
+        self.jobs.expire_leases()
+        return self.schedules.tick()

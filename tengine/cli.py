@@ -121,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
         p = config_sub.add_parser(name, help=text)
         _config_args(p)
         p.set_defaults(func=func)
+
+    from tengine.cli_control import add_commands
+
+    add_commands(sub)
     return parser
 
 

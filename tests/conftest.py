@@ -11,6 +11,7 @@ import pytest
 os.environ.setdefault("CI", "true")  # no progress bars in test output
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub here: fail at once instead of retrying
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.pop("RAY_ADDRESS", None)  # tests start (and stop) the Ray they use themselves
 
 from tengine.config import load_config  # noqa: E402
 

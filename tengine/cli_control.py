@@ -1,0 +1,326 @@
+"""`tengine control|jobs|schedule|registry ...`: the control plane from the command line.
+
+    tengine control start|status|stop [--address auto]
+    tengine jobs submit configs/quickstart.yaml [--set k=v] [--workers 2] [--register NAME] [--priority 7]
+    tengine jobs list|show|logs|cancel|retry ...
+    tengine schedule add NAME --type train --config CFG (--cron "0 3 * * 1" --tz Europe/Berlin | --every 3600)
+    tengine schedule list|enable|disable|rm ...
+    tengine registry list|show|alias|promote|compare|lineage|retire|rm ...
+
+Without `--address` (and no RAY_ADDRESS) the control plane runs in this process on the store
+`--store` (default `sqlite:///<abs runs>/control/tengine.db`); with one it is the cluster's
+detached actor. Tables for people, `--json` for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, is_dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+
+def _client(args: argparse.Namespace):
+    from tengine.cluster.client import connect
+
+    return connect(args.address, args.store)
+
+
+def _plain(value: Any) -> Any:
+    if is_dataclass(value):
+        return _plain(asdict(value))
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _when(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ") if ts else "-"
+
+
+def _table(rows: list[dict], columns: list[str]) -> str:
+    if not rows:
+        return "(none)"
+    cells = [[str(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(lines)
+
+
+def _out(args: argparse.Namespace, value: Any, columns: list[str] | None = None,
+         shape=lambda r: r) -> int:
+    plain = _plain(value)
+    if args.json:
+        print(json.dumps(plain, indent=2))
+    elif columns is not None:
+        print(_table([shape(r) for r in plain], columns))
+    else:
+        print("\n".join(f"{k}: {v}" for k, v in (shape(plain)).items()))
+    return 0
+
+
+# --- control ---------------------------------------------------------------------------------
+def control_start(args):
+    return _out(args, _client(args).status())
+
+
+def control_stop(args):
+    import ray
+
+    from tengine.cluster.actor import find
+
+    ray.init(address=args.address or "auto", namespace="tengine", log_to_driver=False)
+    actor = find()
+    if actor is None:
+        print("no control actor is running")
+        return 0
+    ray.kill(actor, no_restart=True)
+    print("stopped the control actor (its store keeps every job, schedule and model)")
+    return 0
+
+
+# --- jobs --------------------------------------------------------------------------------------
+JOB_COLUMNS = ["id", "type", "state", "priority", "attempts", "created", "error"]
+
+
+def _config_ref(config: dict) -> str:
+    """A job's or schedule's config, in one cell: its file, else its keys."""
+    return config.get("config_path") or ", ".join(sorted(config)) or "-"
+
+
+def _job_row(j: dict) -> dict:
+    return {**j, "config": _config_ref(j["config"]), "created": _when(j["created"]),
+            "updated": _when(j["updated"]), "error": (j.get("error") or "")[:40]}
+
+
+def jobs_submit(args):
+    from tengine.config import load_config
+
+    config: dict[str, Any] = {}
+    job_type = args.type
+    if args.target and Path(args.target).is_file():
+        overrides = list(args.overrides)
+        if args.workers is not None:
+            overrides.append(f"distributed.workers={args.workers}")
+        config = {"config": load_config(args.target, overrides).model_dump(mode="json"),
+                  "config_path": args.target}
+        job_type = job_type or "train"
+    elif args.target:
+        job_type = args.target
+    if args.register:
+        config["register"] = args.register
+    resources = {"workers": args.workers or 0, "gpus_per_worker": args.gpus_per_worker or 0}
+    job = _client(args).jobs.submit(job_type or "train", config, resources=resources,
+                                    priority=args.priority, max_retries=args.max_retries,
+                                    idempotency_key=args.key)
+    if not args.json:
+        print(f"submitted {job.id} ({job.type}, {job.state}); no dispatcher runs jobs in this "
+              "version yet: it waits in the queue")
+        return 0
+    return _out(args, job)
+
+
+def jobs_list(args):
+    return _out(args, _client(args).jobs.list(state=args.state, type=args.type), JOB_COLUMNS, _job_row)
+
+
+def jobs_show(args):
+    client = _client(args)
+    job = _plain(client.jobs.get(args.id))
+    if args.json:
+        return _out(args, {**job, "events": client.jobs.events(args.id)})
+    _out(args, job, shape=_job_row)
+    for e in client.jobs.events(args.id):
+        print(f"  {_when(e['ts'])}  {e['from_state'] or '-'} → {e['to_state']}  {e['reason']}")
+    return 0
+
+
+def jobs_logs(args):
+    lines = _client(args).jobs.logs(args.id)
+    print(json.dumps(lines) if args.json else "\n".join(lines))
+    return 0
+
+
+def jobs_cancel(args):
+    return _out(args, _client(args).jobs.cancel(args.id, args.reason), shape=_job_row)
+
+
+def jobs_retry(args):
+    return _out(args, _client(args).jobs.retry(args.id), shape=_job_row)
+
+
+# --- schedules ---------------------------------------------------------------------------------
+SCHEDULE_COLUMNS = ["name", "job_type", "when", "tz", "enabled", "misfire", "next_fire"]
+
+
+def _schedule_row(s: dict) -> dict:
+    when = s["cron"] or f"every {s['interval_s']:g} s"
+    return {**s, "when": when, "config": _config_ref(s["config"]), "next_fire": _when(s["next_fire"]),
+            "created": _when(s["created"]), "last_fire": _when(s["last_fire"])}
+
+
+def schedule_add(args):
+    from tengine.config import load_config
+
+    config = {}
+    if args.config:
+        config = {"config": load_config(args.config, args.overrides).model_dump(mode="json"),
+                  "config_path": args.config}
+    s = _client(args).schedules.add(args.name, job_type=args.type, config=config, cron=args.cron,
+                                    tz=args.tz, interval_s=args.every, misfire=args.misfire,
+                                    priority=args.priority)
+    return _out(args, s, shape=_schedule_row)
+
+
+def schedule_list(args):
+    return _out(args, _client(args).schedules.list(), SCHEDULE_COLUMNS, _schedule_row)
+
+
+def schedule_enable(args, enabled: bool = True):
+    return _out(args, _client(args).schedules.set_enabled(args.name, enabled), shape=_schedule_row)
+
+
+def schedule_disable(args):
+    return schedule_enable(args, enabled=False)
+
+
+def schedule_rm(args):
+    _client(args).schedules.remove(args.name)
+    print(f"removed schedule {args.name}")
+    return 0
+
+
+# --- registry ----------------------------------------------------------------------------------
+MODEL_COLUMNS = ["name", "version", "status", "aliases", "size", "sha256", "source_run", "created"]
+
+
+def _model_row(v: dict) -> dict:
+    return {**v, "aliases": ",".join(v["aliases"]) or "-", "sha256": v["sha256"][:12],
+            "created": _when(v["created"])}
+
+
+def _ref(value: str) -> int | str:
+    return int(value) if value.isdigit() else value
+
+
+def registry_list(args):
+    versions = _client(args).registry.list_models(args.name, status=args.status, alias=args.alias)
+    return _out(args, versions, MODEL_COLUMNS, _model_row)
+
+
+def registry_show(args):
+    return _out(args, _client(args).registry.get(args.name, _ref(args.ref)), shape=_model_row)
+
+
+def registry_alias(args):
+    v = _client(args).registry.set_alias(args.name, args.alias, int(args.version), by=args.by,
+                                         reason=args.reason)
+    return _out(args, v, shape=_model_row)
+
+
+def registry_promote(args):
+    v = _client(args).registry.promote_model(args.name, int(args.version), args.alias, by=args.by,
+                                             reason=args.reason)
+    return _out(args, v, shape=_model_row)
+
+
+def registry_compare(args):
+    return _out(args, _client(args).registry.compare_models(args.name, _ref(args.a), _ref(args.b)))
+
+
+def registry_lineage(args):
+    return _out(args, _client(args).registry.get_model_lineage(args.name, _ref(args.ref)),
+                MODEL_COLUMNS, _model_row)
+
+
+def registry_retire(args):
+    return _out(args, _client(args).registry.retire_model(args.name, int(args.version)), shape=_model_row)
+
+
+def registry_rm(args):
+    _client(args).registry.delete_model(args.name, int(args.version))
+    print(f"deleted {args.name} v{args.version}")
+    return 0
+
+
+# --- parser ------------------------------------------------------------------------------------
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", help="Ray cluster of the control actor (default: RAY_ADDRESS, "
+                   "else the control plane runs in this process)")
+    p.add_argument("--store", help="store URI (default sqlite:///<abs runs>/control/tengine.db)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def add_commands(sub) -> None:
+    def group(name: str, text: str):
+        return sub.add_parser(name, help=text).add_subparsers(dest="action", required=True)
+
+    def cmd(parent, name: str, func, text: str, *positionals: str):
+        p = parent.add_parser(name, help=text)
+        for pos in positionals:
+            p.add_argument(pos)
+        _common(p)
+        p.set_defaults(func=func)
+        return p
+
+    control = group("control", "the control plane's actor")
+    cmd(control, "start", control_start, "start (or find) the control actor and show its status")
+    cmd(control, "status", control_start, "show the control plane's status")
+    cmd(control, "stop", control_stop, "stop the control actor (the store keeps its state)")
+
+    jobs = group("jobs", "the job queue")
+    p = cmd(jobs, "submit", jobs_submit, "submit a job (a config file → a train job)")
+    p.add_argument("target", nargs="?", help="a config YAML (train job) or a job type")
+    p.add_argument("--type", help="job type (train, sweep, export, evaluate, retrain, sleep)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--workers", type=int)
+    p.add_argument("--gpus-per-worker", type=float)
+    p.add_argument("--register", metavar="NAME", help="register the trained model under NAME")
+    p.add_argument("--priority", type=int, default=5, help="1–10, higher first (default 5)")
+    p.add_argument("--max-retries", type=int, default=0)
+    p.add_argument("--key", help="idempotency key: a second submit with it returns the same job")
+    p = cmd(jobs, "list", jobs_list, "list jobs")
+    p.add_argument("--state")
+    p.add_argument("--type")
+    cmd(jobs, "show", jobs_show, "a job with its transitions", "id")
+    cmd(jobs, "logs", jobs_logs, "a job's log lines", "id")
+    cmd(jobs, "cancel", jobs_cancel, "cancel a job", "id").add_argument("--reason", default="cancelled by request")
+    cmd(jobs, "retry", jobs_retry, "queue a failed or cancelled job again", "id")
+
+    sched = group("schedule", "cron and interval schedules")
+    p = cmd(sched, "add", schedule_add, "add a schedule", "name")
+    p.add_argument("--type", default="train")
+    p.add_argument("--config", help="config YAML of the jobs it submits")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--cron", help="5-field cron, e.g. '0 3 * * 1'")
+    p.add_argument("--tz", default="UTC", help="IANA time zone of --cron (default UTC)")
+    p.add_argument("--every", type=float, metavar="SECONDS", help="fixed interval instead of --cron")
+    p.add_argument("--misfire", default="skip", choices=["skip", "run_once"])
+    p.add_argument("--priority", type=int, default=5)
+    cmd(sched, "list", schedule_list, "list schedules with their next fire")
+    cmd(sched, "enable", schedule_enable, "enable a schedule", "name")
+    cmd(sched, "disable", schedule_disable, "disable a schedule", "name")
+    cmd(sched, "rm", schedule_rm, "remove a schedule", "name")
+
+    reg = group("registry", "the model registry")
+    p = cmd(reg, "list", registry_list, "list model versions")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--status", default="active", help="active, retired (default active)")
+    p.add_argument("--alias")
+    cmd(reg, "show", registry_show, "one version (by number, alias or 'latest')", "name", "ref")
+    for name, func, text in (("alias", registry_alias, "point an alias at a version"),
+                             ("promote", registry_promote, "move an alias (default production)")):
+        p = cmd(reg, name, func, text, "name", *(("alias", "version") if name == "alias" else ("version",)))
+        if name == "promote":
+            p.add_argument("--alias", default="production")
+        p.add_argument("--by", help="who moves it (audit trail)")
+        p.add_argument("--reason", help="why (audit trail)")
+    cmd(reg, "compare", registry_compare, "metric deltas between two versions", "name", "a", "b")
+    cmd(reg, "lineage", registry_lineage, "a version and its ancestors", "name", "ref")
+    cmd(reg, "retire", registry_retire, "retire a version", "name", "version")
+    cmd(reg, "rm", registry_rm, "delete a version (refused while an alias points at it)", "name", "version")

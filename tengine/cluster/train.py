@@ -36,21 +36,18 @@ def _train_worker(loop_config: dict) -> None:
     """Runs on every Ray worker: the same engine as a local run, one rank of the group."""
     import ray.train
 
+    from tengine.backends.process_group import barrier, ensure_process_group
     from tengine.engine import run
 
     cfg = validate(loop_config["config"])
     starts = _starts_file(Path(loop_config["run_dir"]))
     restarted = starts.exists()  # an earlier group of this job ran: continue its checkpoints
-    from tengine.backends.process_group import barrier, ensure_process_group
-
     ensure_process_group()
-    rank = ray.train.get_context().get_world_rank()
     barrier()  # every rank has read `restarted` before rank 0 counts this start
-    if rank == 0:
+    if ray.train.get_context().get_world_rank() == 0:
         starts.write_text(str(int(starts.read_text() or 0) + 1 if restarted else 1))
     if restarted:
-        cfg = validate({**cfg.model_dump(mode="json"),
-                        "checkpoint": {**cfg.checkpoint.model_dump(mode="json"), "resume": "auto"}})
+        cfg = cfg.model_copy(update={"checkpoint": cfg.checkpoint.model_copy(update={"resume": "auto"})})
     run(cfg, run_dir=loop_config["run_dir"])
 
 

@@ -17,15 +17,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from tengine.backends.base import Strategy
 from tengine.backends.precision import default_device, resolve_precision
-from tengine.backends.process_group import all_reduce_sum, barrier, ensure_process_group
+from tengine.backends.process_group import ProcessGroupStrategy, ensure_process_group
 from tengine.backends.single import load_full_state, save_full_state
 
 ACCELERATE_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
 
-class AccelerateDDPStrategy(Strategy):
+class AccelerateDDPStrategy(ProcessGroupStrategy):
     name = "ddp"
 
     def __init__(self, precision: str = "auto"):
@@ -80,9 +79,3 @@ class AccelerateDDPStrategy(Strategy):
         if scaler and self.accelerator.scaler:
             self.accelerator.scaler.load_state_dict(scaler)
         return extra
-
-    def all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
-        return all_reduce_sum(tensor)
-
-    def barrier(self) -> None:
-        barrier()

@@ -23,15 +23,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from tengine.backends.base import Strategy
 from tengine.backends.deepspeed_config import deepspeed_config
 from tengine.backends.precision import default_device, resolve_precision
-from tengine.backends.process_group import all_reduce_sum, barrier, ensure_process_group
+from tengine.backends.process_group import ProcessGroupStrategy, ensure_process_group
 
 TAG = "ds"
 
 
-class DeepSpeedStrategy(Strategy):
+class DeepSpeedStrategy(ProcessGroupStrategy):
     name = "deepspeed"
     reshards = False  # ZeRO shards are tied to the world size that wrote them
 
@@ -117,9 +116,3 @@ class DeepSpeedStrategy(Strategy):
         if flat is None:
             flat = getattr(opt, "fp32_partitioned_groups_flat", [])  # ZeRO 3
         return {"params": local / total, "optimizer": sum(t.numel() for t in flat) / total}
-
-    def all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
-        return all_reduce_sum(tensor)
-
-    def barrier(self) -> None:
-        barrier()

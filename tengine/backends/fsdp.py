@@ -26,14 +26,13 @@ from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_di
 from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 from torch.distributed.tensor import DTensor
 
-from tengine.backends.base import Strategy
 from tengine.backends.precision import default_device, resolve_precision
-from tengine.backends.process_group import all_reduce_sum, barrier, ensure_process_group
+from tengine.backends.process_group import ProcessGroupStrategy, ensure_process_group
 
 log = logging.getLogger("tengine")
 
 
-class FSDP2Strategy(Strategy):
+class FSDP2Strategy(ProcessGroupStrategy):
     name = "fsdp"
 
     def __init__(self, precision: str = "auto"):
@@ -107,9 +106,3 @@ class FSDP2Strategy(Strategy):
         state = [t for s in self.optimizer.state.values() for t in s.values()
                  if torch.is_tensor(t) and t.ndim > 0]
         return {"params": share(list(self.model.parameters())), "optimizer": share(state)}
-
-    def all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
-        return all_reduce_sum(tensor)
-
-    def barrier(self) -> None:
-        barrier()

@@ -14,6 +14,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from tengine.backends.base import Strategy
+
 
 def env_world() -> tuple[int, int, int]:
     """(rank, world_size, local_rank) from the launcher's environment; (0, 1, 0) without one."""
@@ -44,6 +46,16 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
 def barrier() -> None:
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()
+
+
+class ProcessGroupStrategy(Strategy):
+    """Base of the multi-process backends: reductions and barriers over the default group."""
+
+    def all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+        return all_reduce_sum(tensor)
+
+    def barrier(self) -> None:
+        barrier()
 
 
 def exit_cleanly(code: int = 0) -> None:

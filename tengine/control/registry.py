@@ -151,7 +151,11 @@ class ModelRegistry:
         if status is not None:
             sql += " AND status = ?"
             args.append(status)
-        out = [self._version(r) for r in self.store.read(sql + " ORDER BY name, version", tuple(args))]
+        aliases: dict[tuple[str, int], list[str]] = {}
+        for a in self.store.read("SELECT name, version, alias FROM aliases ORDER BY alias"):
+            aliases.setdefault((a["name"], a["version"]), []).append(a["alias"])
+        rows = self.store.read(sql + " ORDER BY name, version", tuple(args))
+        out = [self._version(r, tuple(aliases.get((r["name"], r["version"]), ()))) for r in rows]
         if tag is not None:
             out = [v for v in out if v.tags.get(tag[0]) == tag[1]]
         if alias is not None:
@@ -225,10 +229,11 @@ class ModelRegistry:
             raise Conflict(f"cannot {action} {name} v{version}: alias(es) {', '.join(aliases)} "
                            "point at it; move them first")
 
-    def _version(self, row) -> ModelVersion:
-        aliases = tuple(r[0] for r in self.store.read(
-            "SELECT alias FROM aliases WHERE name = ? AND version = ? ORDER BY alias",
-            (row["name"], row["version"])))
+    def _version(self, row, aliases: tuple[str, ...] | None = None) -> ModelVersion:
+        if aliases is None:
+            aliases = tuple(r[0] for r in self.store.read(
+                "SELECT alias FROM aliases WHERE name = ? AND version = ? ORDER BY alias",
+                (row["name"], row["version"])))
         return ModelVersion(
             name=row["name"], version=row["version"], artifact_uri=row["artifact_uri"],
             sha256=row["sha256"], size=row["size"], metrics=json.loads(row["metrics"]),

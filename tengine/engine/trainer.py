@@ -236,8 +236,9 @@ class Trainer:
             if self.strategy.is_main:
                 (directory / "trainer_state.json").write_text(json.dumps(state, indent=1))
 
-        path = self.checkpoints.save(self.state.step, write, self._monitored())
-        self.reporter.checkpoint_saved(path, self._monitored())
+        monitored = self._monitored()
+        path = self.checkpoints.save(self.state.step, write, monitored)
+        self.reporter.checkpoint_saved(path, monitored)
         self._notify("on_checkpoint_saved", path)
         self.metrics.resume_clock()
         return path

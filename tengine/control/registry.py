@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from tengine.control.store import SQLiteStore
@@ -49,9 +49,6 @@ class ModelVersion:
     created: float = 0.0
     status: str = "active"
     aliases: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "aliases": list(self.aliases)}
 
 
 class ModelRegistry:

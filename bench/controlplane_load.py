@@ -59,20 +59,19 @@ def main() -> None:
     args = ap.parse_args()
     import ray
 
-    from tengine.cluster.actor import find
+    from tengine.cluster.actor import stop
     from tengine.cluster.client import connect
 
     with tempfile.TemporaryDirectory() as tmp:
         local = report("in-process", drive(connect(store_uri=f"sqlite:///{tmp}/local.db"), args.ops))
         ray.init(num_cpus=2, include_dashboard=False, namespace="tengine", log_to_driver=False)
         try:
-            client = connect("auto", store_uri=f"sqlite:///{tmp}/actor.db")
+            # no job runners: they would claim the jobs this bench claims itself
+            client = connect("auto", store_uri=f"sqlite:///{tmp}/actor.db", runners=0)
             client.status()  # the actor is up before timing starts
             actor = report("actor", drive(client, args.ops))
         finally:
-            handle = find()
-            if handle is not None:
-                ray.kill(handle, no_restart=True)
+            stop()
             ray.shutdown()
     print(f"actor/in-process throughput ratio: {actor / local:.3f}")
     print(f"ops_per_s={actor:.0f}")

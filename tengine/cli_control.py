@@ -2,20 +2,25 @@
 
     tengine control start|status|stop [--address auto]
     tengine jobs submit configs/quickstart.yaml [--set k=v] [--workers 2] [--register NAME] [--priority 7]
-    tengine jobs list|show|logs|cancel|retry ...
+    tengine jobs list|show|logs|wait|cancel|retry ...
+    tengine jobs work [--once]                 # run queued jobs in this process (no Ray needed)
     tengine schedule add NAME --type train --config CFG (--cron "0 3 * * 1" --tz Europe/Berlin | --every 3600)
     tengine schedule list|enable|disable|rm ...
     tengine registry list|show|alias|promote|compare|lineage|retire|rm ...
 
 Without `--address` (and no RAY_ADDRESS) the control plane runs in this process on the store
 `--store` (default `sqlite:///<abs runs>/control/tengine.db`); with one it is the cluster's
-detached actor. Tables for people, `--json` for scripts.
+detached actor, whose job runners (`control start --runners N`, default 2) run the queued jobs.
+Tables for people, `--json` for scripts.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
+import time
 from dataclasses import asdict, is_dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,7 +30,19 @@ from typing import Any
 def _client(args: argparse.Namespace):
     from tengine.cluster.client import connect
 
-    return connect(args.address, args.store)
+    return connect(args.address, args.store, runners=getattr(args, "runners", None))
+
+
+def _job_config(path: str, overrides: list[str], workers: int | None = None) -> dict[str, Any]:
+    """A train job's config: the file resolved now (presets, --set), with its run root made
+    absolute, since the job may run in another directory or on another node."""
+    from tengine.config import load_config
+
+    if workers is not None:
+        overrides = [*overrides, f"distributed.workers={workers}"]
+    cfg = load_config(path, overrides).model_dump(mode="json")
+    cfg["logging"]["root"] = str(Path(cfg["logging"]["root"]).resolve())
+    return {"config": cfg, "config_path": path}
 
 
 def _plain(value: Any) -> Any:
@@ -70,17 +87,15 @@ def control_start(args):
 
 
 def control_stop(args):
-    import ray
+    from tengine.cluster.actor import stop
+    from tengine.cluster.client import join_cluster
 
-    from tengine.cluster.actor import find
-
-    ray.init(address=args.address or "auto", namespace="tengine", log_to_driver=False)
-    actor = find()
-    if actor is None:
+    join_cluster(args.address or "auto")
+    if not stop():
         print("no control actor is running")
         return 0
-    ray.kill(actor, no_restart=True)
-    print("stopped the control actor (its store keeps every job, schedule and model)")
+    print("stopped the control actor and its job runners (the store keeps every job, schedule "
+          "and model; a job that was running goes back to the queue when its lease expires)")
     return 0
 
 
@@ -99,16 +114,10 @@ def _job_row(j: dict) -> dict:
 
 
 def jobs_submit(args):
-    from tengine.config import load_config
-
     config: dict[str, Any] = {}
     job_type = args.type
     if args.target and Path(args.target).is_file():
-        overrides = list(args.overrides)
-        if args.workers is not None:
-            overrides.append(f"distributed.workers={args.workers}")
-        config = {"config": load_config(args.target, overrides).model_dump(mode="json"),
-                  "config_path": args.target}
+        config = _job_config(args.target, args.overrides, args.workers)
         job_type = job_type or "train"
     elif args.target:
         job_type = args.target
@@ -118,11 +127,56 @@ def jobs_submit(args):
     job = _client(args).jobs.submit(job_type or "train", config, resources=resources,
                                     priority=args.priority, max_retries=args.max_retries,
                                     idempotency_key=args.key)
-    if not args.json:
-        print(f"submitted {job.id} ({job.type}, {job.state}); no dispatcher runs jobs in this "
-              "version yet: it waits in the queue")
+    if args.json:
+        return _out(args, job)
+    print(f"submitted {job.id} ({job.type}, {job.state})")
+    where = "" if args.address is None else f" --address {args.address}"
+    print(f"follow it: tengine jobs show {job.id}{where}  |  tengine jobs wait {job.id}{where}")
+    if args.address is None and not os.environ.get("RAY_ADDRESS"):
+        print("no Ray address: the job waits until `tengine jobs work` runs it in a process here")
+    return 0
+
+
+def jobs_wait(args):
+    """Block until the job ends; exit 0 when it SUCCEEDED, 1 otherwise."""
+    from tengine.control.jobs import TERMINAL
+
+    client = _client(args)
+    deadline = time.monotonic() + args.timeout if args.timeout else None
+    while (job := client.jobs.get(args.id)).state not in TERMINAL:
+        if deadline and time.monotonic() > deadline:
+            print(f"{job.id} is still {job.state} after {args.timeout:g} s", file=sys.stderr)
+            return 1
+        time.sleep(args.poll)
+    if args.json:
+        _out(args, job)
+    else:
+        print(f"{job.id} {job.state}" + (f": {job.error}" if job.error and job.state != "SUCCEEDED" else ""))
+    return 0 if job.state == "SUCCEEDED" else 1
+
+
+def jobs_work(args):
+    """Run queued jobs in this process until interrupted (or, with --once, until none is ready)."""
+    import socket
+    import threading
+
+    from tengine.control.runner import JobRunner
+
+    client = _client(args)
+    address = None
+    if client.where != "in-process":
+        import ray
+
+        address = ray.get_runtime_context().gcs_address
+    runner = JobRunner(client, f"work-{socket.gethostname()}:{os.getpid()}", address=address)
+    print(f"{runner.name} runs jobs from the {client.where} control plane; Ctrl-C to stop",
+          file=sys.stderr)
+    if args.once:
+        while runner.run_one():
+            pass
         return 0
-    return _out(args, job)
+    runner.run(threading.Event())
+    return 0
 
 
 def jobs_list(args):
@@ -165,12 +219,7 @@ def _schedule_row(s: dict) -> dict:
 
 
 def schedule_add(args):
-    from tengine.config import load_config
-
-    config = {}
-    if args.config:
-        config = {"config": load_config(args.config, args.overrides).model_dump(mode="json"),
-                  "config_path": args.config}
+    config = _job_config(args.config, args.overrides) if args.config else {}
     s = _client(args).schedules.add(args.name, job_type=args.type, config=config, cron=args.cron,
                                     tz=args.tz, interval_s=args.every, misfire=args.misfire,
                                     priority=args.priority)
@@ -269,7 +318,9 @@ def add_commands(sub) -> None:
         return p
 
     control = group("control", "the control plane's actor")
-    cmd(control, "start", control_start, "start (or find) the control actor and show its status")
+    cmd(control, "start", control_start, "start (or find) the control actor and show its status"
+        ).add_argument("--runners", type=int, help="job runners the actor starts (default 2): "
+                       "how many jobs run at once")
     cmd(control, "status", control_start, "show the control plane's status")
     cmd(control, "stop", control_stop, "stop the control actor (the store keeps its state)")
 
@@ -289,6 +340,11 @@ def add_commands(sub) -> None:
     p.add_argument("--type")
     cmd(jobs, "show", jobs_show, "a job with its transitions", "id")
     cmd(jobs, "logs", jobs_logs, "a job's log lines", "id")
+    p = cmd(jobs, "wait", jobs_wait, "wait for a job to end (exit 0 if it SUCCEEDED)", "id")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", help="give up after this long")
+    p.add_argument("--poll", type=float, default=2.0, metavar="SECONDS", help=argparse.SUPPRESS)
+    p = cmd(jobs, "work", jobs_work, "run queued jobs in this process (no Ray needed)")
+    p.add_argument("--once", action="store_true", help="stop when no job is ready")
     cmd(jobs, "cancel", jobs_cancel, "cancel a job", "id").add_argument("--reason", default="cancelled by request")
     cmd(jobs, "retry", jobs_retry, "queue a failed or cancelled job again", "id")
 

@@ -34,8 +34,11 @@ class _Component:
 
 
 class ControlClient:
-    def __init__(self, call: Callable, status: Callable[[], dict], where: str):
-        self._call, self._status, self.where = call, status, where
+    """`transient`: the errors after which a call may be repeated (the actor restarting)."""
+
+    def __init__(self, call: Callable, status: Callable[[], dict], where: str,
+                 transient: tuple[type[BaseException], ...] = ()):
+        self._call, self._status, self.where, self.transient = call, status, where, transient
         self.jobs = _Component(call, "jobs")
         self.schedules = _Component(call, "schedules")
         self.registry = _Component(call, "registry")
@@ -44,7 +47,10 @@ class ControlClient:
         return {**self._status(), "where": self.where}
 
 
-def connect(address: str | None = None, store_uri: str | None = None) -> ControlClient:
+def connect(address: str | None = None, store_uri: str | None = None,
+            runners: int | None = None) -> ControlClient:
+    """A client for the control plane: in this process without an address, else the cluster's
+    actor, started (with `runners` job runners, default 2) if it is not running yet."""
     address = address or os.environ.get("RAY_ADDRESS")
     store_uri = store_uri or default_store_uri()
     if not address:
@@ -53,20 +59,48 @@ def connect(address: str | None = None, store_uri: str | None = None) -> Control
         plane = ControlPlane(store_uri)
         return ControlClient(lambda c, m, a, k: plane.call(c, m, *a, **k), plane.status,
                              "in-process")
+
+    from tengine.cluster.actor import DEFAULT_RUNNERS, get_or_start
+
+    join_cluster(address)
+    actor = get_or_start(store_uri, runners=DEFAULT_RUNNERS if runners is None else runners)
+    return actor_client(actor, f"actor on {address}")
+
+
+def join_cluster(address: str, **init_kwargs: Any) -> None:
+    """`ray.init` for a running cluster (unless this process is already in one).
+
+    Ray 2.60 clusters want a token, which a driver sends only in token mode, and that mode is
+    read when Ray's config loads, so setting RAY_AUTH_MODE after `import ray` is too late. Ray's
+    own helper (private, what `ray start` runs) switches this process to token mode when a token
+    is at hand (~/.ray/auth_token, RAY_AUTH_TOKEN[_PATH]) and RAY_AUTH_MODE is unset."""
     import ray
 
-    from tengine.cluster.actor import get_or_start
+    if ray.is_initialized():
+        return
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            maybe_enable_token_auth_if_token_available as use_token_if_any,
+        )
+    except ImportError:  # another Ray: its drivers set RAY_AUTH_MODE themselves
+        pass
+    else:
+        use_token_if_any(warn_if_disabled=False)
+    ray.init(address=address, **{"namespace": "tengine", "log_to_driver": False, **init_kwargs})
 
-    if not ray.is_initialized():
-        ray.init(address=address, namespace="tengine", log_to_driver=False)
-    actor = get_or_start(store_uri)
+
+def actor_client(actor: Any, where: str, timeout_s: float = 120.0) -> ControlClient:
+    """A client that calls the control actor `actor` (a Ray handle)."""
+    import ray
 
     def call(component: str, method: str, args: tuple, kwargs: dict) -> Any:
         try:
-            return ray.get(actor.call.remote(component, method, args, kwargs))
+            return ray.get(actor.call.remote(component, method, args, kwargs), timeout=timeout_s)
         except ray.exceptions.RayTaskError as err:
             if isinstance(err.cause, TengineError):
                 raise err.cause from None
             raise
 
-    return ControlClient(call, lambda: ray.get(actor.status.remote()), f"actor on {address}")
+    transient = (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError)
+    return ControlClient(call, lambda: ray.get(actor.status.remote(), timeout=timeout_s), where,
+                         transient)

@@ -116,8 +116,12 @@ def fit(cfg: TengineConfig, run_dir: str | Path | None = None, workers: int | No
     preflight(cfg)
     address = address or os.environ.get("RAY_ADDRESS")
     started_here = not ray.is_initialized()
-    if started_here:  # no address: a Ray of our own ("local"), even if another one runs here
-        ray.init(address=address or "local", log_to_driver=True, configure_logging=False)
+    if started_here and address:
+        from tengine.cluster.client import join_cluster
+
+        join_cluster(address, namespace=None, log_to_driver=True, configure_logging=False)
+    elif started_here:  # no address: a Ray of our own ("local"), even if another one runs here
+        ray.init(address="local", log_to_driver=True, configure_logging=False)
     try:
         preflight_cluster(cfg, run_dir, workers, gpus, embedded=not address)
         _starts_file(run_dir).unlink(missing_ok=True)

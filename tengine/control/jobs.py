@@ -8,6 +8,11 @@ a lease it renews with `heartbeat`; a job whose lease expired (its runner died) 
 PENDING, and the old runner's later heartbeat/complete is refused, so a job never runs twice at
 the same time. Every transition is one transaction that also writes an event (UTC epoch seconds,
 from, to, reason). `sleep` jobs exist for tests of the dispatcher.
+
+A runner's calls are idempotent, because the control plane can die after committing a call and
+before its reply arrives (the runner then repeats the call): `claim` returns the job already
+leased to the caller, and `start`/`complete`/`fail` repeated by the runner that made them return
+the job as it is. `lease_owner` therefore keeps the last runner after the lease ends.
 """
 
 from __future__ import annotations
@@ -116,6 +121,12 @@ class JobQueue:
         now = self.clock()
         with self.store.transaction() as db:
             self._expire(db, now)
+            mine = db.execute("SELECT * FROM jobs WHERE state = ? AND lease_owner = ?",
+                              (LEASED, runner)).fetchone()
+            if mine is not None:  # this runner's earlier claim, whose reply it never got
+                db.execute("UPDATE jobs SET lease_expires = ?, updated = ? WHERE id = ?",
+                           (now + ttl_s, now, mine["id"]))
+                return _job(db.execute("SELECT * FROM jobs WHERE id = ?", (mine["id"],)).fetchone())
             row = db.execute("SELECT * FROM jobs WHERE state = ? AND not_before <= ? "
                              "ORDER BY priority DESC, seq LIMIT 1", (PENDING, now)).fetchone()
             if row is None:
@@ -127,7 +138,7 @@ class JobQueue:
         return self.get(row["id"])
 
     def start(self, job_id: str, runner: str) -> Job:
-        return self._move(job_id, RUNNING, f"started by {runner}", runner=runner)
+        return self._move(job_id, RUNNING, f"started by {runner}", runner=runner, done=(RUNNING,))
 
     def heartbeat(self, job_id: str, runner: str, ttl_s: float = 30.0) -> Job:
         now = self.clock()
@@ -139,7 +150,7 @@ class JobQueue:
         return self.get(job_id)
 
     def complete(self, job_id: str, runner: str, result: dict[str, Any] | None = None) -> Job:
-        return self._move(job_id, SUCCEEDED, "succeeded", runner=runner,
+        return self._move(job_id, SUCCEEDED, "succeeded", runner=runner, done=(SUCCEEDED,),
                           sets={"result": json.dumps(result or {})})
 
     def fail(self, job_id: str, runner: str, error: str) -> Job:
@@ -147,8 +158,10 @@ class JobQueue:
         now = self.clock()
         with self.store.transaction() as db:
             self._expire(db, now)
-            row = self._owned(db, job_id, runner)
-            if row["attempts"] <= row["max_retries"]:
+            row = self._owned(db, job_id, runner, done=(PENDING, FAILED))
+            if row is None:  # a repeated call: the failure is recorded already
+                pass
+            elif row["attempts"] <= row["max_retries"]:
                 delay = min(MAX_BACKOFF_S, 2.0 ** row["attempts"])
                 self._set(db, row, PENDING, f"attempt {row['attempts']} failed: {error}; retry in "
                           f"{delay:g} s", now, {"error": error, "not_before": now + delay})
@@ -183,11 +196,13 @@ class JobQueue:
             "SELECT ts, from_state, to_state, reason FROM job_events WHERE job_id = ? "
             "ORDER BY rowid", (job_id,))]
 
-    def log(self, job_id: str, line: str) -> None:
+    def log(self, job_id: str, *lines: str) -> None:
+        now = self.clock()
         with self.store.transaction() as db:
             if db.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone() is None:
                 raise NotFound(f"job '{job_id}' does not exist")
-            db.execute("INSERT INTO job_logs VALUES (?,?,?)", (job_id, self.clock(), line))
+            db.executemany("INSERT INTO job_logs VALUES (?,?,?)",
+                           [(job_id, now, line) for line in lines])
 
     def logs(self, job_id: str) -> list[str]:
         self.get(job_id)
@@ -200,12 +215,13 @@ class JobQueue:
 
     # --- helpers -----------------------------------------------------------------------------
     def _move(self, job_id: str, to: str, reason: str, *, runner: str | None = None,
-              sets: dict[str, Any] | None = None) -> Job:
+              done: tuple[str, ...] = (), sets: dict[str, Any] | None = None) -> Job:
         now = self.clock()
         with self.store.transaction() as db:
             self._expire(db, now)
-            row = self._owned(db, job_id, runner) if runner else self._row(db, job_id)
-            self._set(db, row, to, reason, now, sets or {})
+            row = self._owned(db, job_id, runner, done) if runner else self._row(db, job_id)
+            if row is not None:
+                self._set(db, row, to, reason, now, sets or {})
         return self.get(job_id)
 
     def _set(self, db, row, to: str, reason: str, now: float, sets: dict[str, Any]) -> None:
@@ -213,7 +229,7 @@ class JobQueue:
             raise Conflict(f"job {row['id']} is {row['state']}; it cannot become {to}")
         values = {"state": to, "updated": now, **sets}
         if to in TERMINAL or to == PENDING:
-            values.update(lease_owner=None, lease_expires=None)
+            values.update(lease_expires=None)  # lease_owner stays: who ran it last
         columns = ", ".join(f"{k} = ?" for k in values)
         db.execute(f"UPDATE jobs SET {columns} WHERE id = ?", (*values.values(), row["id"]))
         self._event(db, row["id"], row["state"], to, reason, now)
@@ -225,8 +241,12 @@ class JobQueue:
             raise NotFound(f"job '{job_id}' does not exist")
         return row
 
-    def _owned(self, db, job_id: str, runner: str):
+    def _owned(self, db, job_id: str, runner: str, done: tuple[str, ...] = ()):
+        """The row while `runner` holds its lease; None when the row is already in a `done`
+        state by this runner's own earlier call (a repeated call); else Conflict."""
         row = self._row(db, job_id)
+        if row["state"] in done and row["lease_owner"] == runner:
+            return None
         if row["state"] not in (LEASED, RUNNING) or row["lease_owner"] != runner:
             raise Conflict(f"job {job_id} is not leased to {runner} (state {row['state']}, "
                            f"lease {row['lease_owner']}); its lease was lost")

@@ -8,7 +8,8 @@
 Version numbers come from one `BEGIN IMMEDIATE` transaction (read max, insert), so concurrent
 registrations from many processes get 1..N with no gap and no duplicate. Versions never change
 after registration except their status (active → retired); an alias move is one transaction that
-also writes its audit row.
+also writes its audit row. A registration that names its job is made once per job: the job's
+runner may repeat the call after a lost reply, and gets the same version back.
 """
 
 from __future__ import annotations
@@ -68,6 +69,11 @@ class ModelRegistry:
         if not isinstance(size, int) or size < 0:
             raise Invalid(f"size {size!r} must be a non-negative integer (bytes)")
         with self.store.transaction() as db:
+            if job_id is not None:  # a job registers its model once, however often it asks
+                same = db.execute("SELECT version FROM model_versions WHERE name = ? AND job_id = ?",
+                                  (name, job_id)).fetchone()
+                if same is not None:
+                    return self.get(name, same[0])
             latest = db.execute("SELECT MAX(version) FROM model_versions WHERE name = ?",
                                 (name,)).fetchone()[0] or 0
             if parent_version is not None and not 1 <= parent_version <= latest:

@@ -10,7 +10,6 @@ every file (≈1 s/GB) at save and at resume; it is what makes "newest valid" tr
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -21,18 +20,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tengine.errors import CheckpointError
+from tengine.files import sha256_file
 
 log = logging.getLogger("tengine")
 STEP_DIR = re.compile(r"^step_(\d{8,})$")
 MANIFEST = "manifest.json"
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def verify(path: Path) -> str | None:

@@ -38,7 +38,7 @@ def test_in_process_client_needs_no_ray(tmp_path):
 
 
 def test_actor_survives_being_killed_and_rebuilds_from_the_store(tmp_path):
-    from tengine.cluster.actor import find
+    from tengine.cluster.actor import find, stop
 
     ray.init(num_cpus=2, include_dashboard=False, namespace="tengine")
     try:
@@ -59,7 +59,7 @@ def test_actor_survives_being_killed_and_rebuilds_from_the_store(tmp_path):
         with pytest.raises(NotFound, match="has no version 7"):
             client.registry.get("m", 7)
     finally:
-        actor = find()
-        if actor is not None:
-            ray.kill(actor, no_restart=True)
-        ray.shutdown()
+        try:
+            stop()
+        finally:
+            ray.shutdown()

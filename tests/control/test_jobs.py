@@ -29,8 +29,8 @@ def q(clock):
 def test_higher_priority_first_then_fifo(q):
     low = q.submit("sleep", priority=2)
     a, b = q.submit("sleep", priority=9), q.submit("sleep", priority=9)
-    assert [q.claim("r").id for _ in range(3)] == [a.id, b.id, low.id]
-    assert q.claim("r") is None
+    assert [q.claim(f"r{i}").id for i in range(3)] == [a.id, b.id, low.id]
+    assert q.claim("r3") is None
 
 
 def test_idempotency_key_returns_the_same_job(q):
@@ -46,7 +46,7 @@ def test_full_lifecycle_records_every_transition(q, clock):
     q.start(job.id, "runner-1")
     q.log(job.id, "hello")
     done = q.complete(job.id, "runner-1", {"run_dir": "/runs/x"})
-    assert done.state == "SUCCEEDED" and done.result == {"run_dir": "/runs/x"} and done.lease_owner is None
+    assert done.state == "SUCCEEDED" and done.result == {"run_dir": "/runs/x"} and done.lease_owner == "runner-1"
     assert [(e["from_state"], e["to_state"]) for e in q.events(job.id)] == [
         (None, "PENDING"), ("PENDING", "LEASED"), ("LEASED", "RUNNING"), ("RUNNING", "SUCCEEDED")]
     assert q.logs(job.id) == ["hello"]
@@ -81,6 +81,25 @@ def test_failures_retry_with_backoff_then_fail(q, clock):
     final = q.fail(job.id, "r", "boom again")
     assert final.state == "FAILED" and final.attempts == 3 and final.error == "boom again"
     assert q.retry(job.id).state == "PENDING"
+
+
+def test_a_runner_repeating_a_call_whose_reply_it_lost_changes_nothing(q, clock):
+    """The control actor can die after committing a call and before replying; the runner
+    repeats the call, which must neither lease a second job nor move the job again."""
+    job, other = q.submit("sleep"), q.submit("sleep")
+    assert q.claim("r").id == job.id
+    assert q.claim("r").id == job.id  # not `other`: r never got the first reply
+    q.start(job.id, "r")
+    assert q.start(job.id, "r").state == "RUNNING"
+    q.complete(job.id, "r", {"n": 1})
+    again = q.complete(job.id, "r", {"n": 2})
+    assert again.state == "SUCCEEDED" and again.result == {"n": 1}
+    assert [e["to_state"] for e in q.events(job.id)] == ["PENDING", "LEASED", "RUNNING", "SUCCEEDED"]
+    assert q.claim("r").id == other.id and q.fail(other.id, "r", "boom").state == "FAILED"
+    assert q.fail(other.id, "r", "boom").state == "FAILED"
+    assert len(q.events(other.id)) == 3
+    with pytest.raises(Conflict, match="lease was lost"):
+        q.complete(other.id, "someone-else")
 
 
 def test_cancel_is_final_unless_retried(q):

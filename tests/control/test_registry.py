@@ -15,7 +15,7 @@ SHA = "ab" * 32
 
 
 def _reg(**kw):
-    return dict(artifact_uri="/runs/x/checkpoints/step_00000010", sha256=SHA, size=123, **kw)
+    return {"artifact_uri": "/runs/x/checkpoints/step_00000010", "sha256": SHA, "size": 123, **kw}
 
 
 @pytest.fixture
@@ -75,6 +75,13 @@ def test_delete_and_retire_are_refused_while_an_alias_points_at_the_version(reg)
     assert reg.register("m", **_reg()).version == 2  # numbers are never reused
 
 
+def test_a_job_registers_its_model_once(reg):
+    first = reg.register("m", **_reg(job_id="job-1"))
+    again = reg.register("m", **_reg(job_id="job-1", size=999))  # its runner lost the reply
+    other = reg.register("m", **_reg(job_id="job-2"))
+    assert (first.version, again.version, again.size, other.version) == (1, 1, 123, 2)
+
+
 def test_lineage_follows_parents(reg):
     reg.register("m", **_reg())
     reg.register("m", **_reg(parent_version=1))
@@ -104,7 +111,7 @@ def test_bad_input_is_refused_and_writes_nothing(reg, call, error, text):
 
 
 def test_control_layer_needs_neither_torch_nor_ray():
-    code = ("import sys, tengine.control; "
+    code = ("import sys, tengine.control, tengine.control.runner, tengine.control.executors; "
             "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'ray')]; assert not bad, bad")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr

@@ -1,0 +1,59 @@
+"""The dispatcher: a few job runners in detached Ray actors, started by the control actor.
+
+    ensure_runners(2)        # tengine-runner-0, tengine-runner-1 (namespace tengine)
+
+Each `RunnerActor` hosts one `JobRunner` (tengine/control/runner.py) that claims jobs from the
+control actor and runs them, so the number of runners is the number of jobs that run at once.
+Runners are detached and not owned by the control actor: killing the control actor (or Ray
+restarting it) leaves running jobs running, and their runners repeat their calls until it is
+back. A runner needs no CPU of its own (`num_cpus=0`); the work it starts asks Ray for the
+job's resources (a train job's workers). A runner that dies is restarted by Ray under a new
+name-and-pid, and the job it held goes back to the queue when its lease expires.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+from typing import Any
+
+import ray
+
+NAMESPACE = "tengine"
+PREFIX = "tengine-runner-"
+
+
+@ray.remote(num_cpus=0)
+class RunnerActor:
+    def __init__(self, index: int, control_name: str, ttl_s: float, heartbeat_s: float):
+        from tengine.cluster.client import actor_client
+        from tengine.control.runner import JobRunner
+
+        client = actor_client(ray.get_actor(control_name, namespace=NAMESPACE), "runner")
+        name = f"{PREFIX}{index}@{socket.gethostname()}:{os.getpid()}"
+        self.runner = JobRunner(client, name, address=ray.get_runtime_context().gcs_address,
+                                ttl_s=ttl_s, heartbeat_s=heartbeat_s)
+        self.stop = threading.Event()
+        threading.Thread(target=self.runner.run, args=(self.stop,), daemon=True,
+                         name="tengine-runner").start()
+
+    def status(self) -> dict[str, Any]:
+        return {"runner": self.runner.name, "job": self.runner.current}
+
+
+def ensure_runners(count: int, control_name: str, ttl_s: float = 30.0, heartbeat_s: float = 1.0) -> list:
+    """Start the runners that are not running (by name: idempotent, safe to race)."""
+    return [RunnerActor.options(name=f"{PREFIX}{i}", namespace=NAMESPACE, lifetime="detached",
+                                max_restarts=-1, max_task_retries=0, get_if_exists=True)
+            .remote(i, control_name, ttl_s, heartbeat_s) for i in range(count)]
+
+
+def find_runners() -> list:
+    """The runner actors of this cluster (numbered from 0 without gaps, so: until one is missing)."""
+    runners = []
+    while True:
+        try:
+            runners.append(ray.get_actor(f"{PREFIX}{len(runners)}", namespace=NAMESPACE))
+        except ValueError:
+            return runners

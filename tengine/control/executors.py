@@ -1,0 +1,196 @@
+"""Job executors: what a runner does with a job it holds, looked up by job type.
+
+    result = EXECUTORS.get(job.type)(ctx)      # ctx: JobContext; result: the job's result dict
+
+An executor gets a `JobContext` (the job, a log function, a cancel event, the control client for
+registry calls, the Ray address the runner lives on) and returns the job's result. Once
+`ctx.cancelled` is set it must stop its work and raise `Cancelled`.
+
+`train` and `retrain` run `python -m tengine train` as a child process (with `--address` on a
+cluster: the Ray Train driver of `tengine/cluster/train.py`), so a crash in training cannot take
+the runner down, and cancel kills the child's whole process group: with its driver gone, Ray
+stops the training workers. The child also dies with the runner thread that started it
+(Linux `PR_SET_PDEATHSIG`), so a dead runner leaves no training behind that a retry could race.
+`sweep`, `export` and `evaluate` have no executor yet: such a job fails with a message that says so.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tengine.control.jobs import Job
+from tengine.errors import NotFound, TengineError
+from tengine.files import sha256_file
+from tengine.registry import Registry
+
+
+class Cancelled(Exception):
+    """The job's lease is gone (cancelled, or expired): its work was stopped."""
+
+
+class JobFailed(TengineError):
+    """The job's work failed; the message is what `tengine jobs show` prints as its error."""
+
+
+@dataclass
+class JobContext:
+    job: Job
+    client: Any  # tengine.cluster.client.ControlClient: registry calls from executors
+    log: Callable[..., None]  # log(*lines): kept with the job, read by `tengine jobs logs`
+    address: str | None = None  # the Ray cluster the runner lives on; None = no Ray
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+Executor = Callable[[JobContext], dict[str, Any]]
+EXECUTORS: Registry[Executor] = Registry("job executor", "job.type")
+
+
+@EXECUTORS.register("sleep")
+def run_sleep(ctx: JobContext) -> dict[str, Any]:
+    """For tests of the dispatcher: sleep, then append the job id to `append_to` (a side effect a
+    test can count), then fail if `fail` says so."""
+    seconds = float(ctx.job.config.get("seconds", 0))
+    if ctx.cancelled.wait(seconds):
+        raise Cancelled
+    if path := ctx.job.config.get("append_to"):
+        with open(path, "a") as fh:
+            fh.write(ctx.job.id + "\n")
+    if message := ctx.job.config.get("fail"):
+        raise JobFailed(str(message))
+    return {"slept_s": seconds}
+
+
+@EXECUTORS.register("train")
+def run_train(ctx: JobContext) -> dict[str, Any]:
+    cfg = ctx.job.config.get("config")
+    if not isinstance(cfg, dict):
+        raise JobFailed("the job has no resolved config; submit it with `tengine jobs submit "
+                        "CONFIG.yaml` (or pass config={'config': cfg.model_dump(mode='json')})")
+    run_dir = Path(ctx.job.config.get("run_dir")
+                   or Path(cfg["logging"]["root"]) / f"{cfg['name']}-{ctx.job.id}")
+    with tempfile.TemporaryDirectory(prefix="tengine-job-") as tmp:
+        cfg_file = Path(tmp) / "config.yaml"
+        cfg_file.write_text(json.dumps(cfg))  # JSON is YAML
+        _run_child(ctx, _train_command(ctx, cfg_file, run_dir))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    keep = ("status", "steps", "train_loss", "val_loss", "best_val_loss", "tokens_per_s",
+            "restarts", "world_size", "best_checkpoint", "last_checkpoint")
+    result: dict[str, Any] = {"run_dir": str(run_dir), "summary": {k: summary.get(k) for k in keep}}
+    if name := ctx.job.config.get("register"):
+        result["model"] = _register(ctx, name, cfg, summary, run_dir)
+    return result
+
+
+@EXECUTORS.register("retrain")
+def run_retrain(ctx: JobContext) -> dict[str, Any]:
+    """`train`, and the new version's parent is what `parent_alias` (default `production`) of
+    the registered model points at now, else its latest version."""
+    return run_train(ctx)
+
+
+def _train_command(ctx: JobContext, cfg_file: Path, run_dir: Path) -> list[str]:
+    cmd = [sys.executable, "-m", "tengine", "train", str(cfg_file), "--run-dir", str(run_dir),
+           "--resume", "auto"]  # a retried attempt continues its own checkpoints
+    resources = ctx.job.resources or {}
+    if resources.get("workers"):
+        cmd += ["--workers", str(int(resources["workers"]))]
+    if resources.get("gpus_per_worker"):
+        cmd += ["--gpus-per-worker", str(resources["gpus_per_worker"])]
+    if ctx.address:
+        cmd += ["--address", ctx.address]
+    return cmd
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn that makes the child get SIGKILL when the thread that started it dies."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before fork, called after
+    return lambda: prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+
+
+def _run_child(ctx: JobContext, cmd: list[str], grace_s: float = 10.0) -> None:
+    """Run `cmd`, streaming its output into the job log; kill its process group on cancel."""
+    ctx.log("$ " + " ".join(cmd))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **({"RAY_ADDRESS": ctx.address} if ctx.address else {})}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env, start_new_session=True, preexec_fn=_die_with_parent())
+    tail: collections.deque[str] = collections.deque(maxlen=40)
+
+    def pump() -> None:
+        for line in proc.stdout:
+            tail.append(line.rstrip())
+            ctx.log(line.rstrip())
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    while proc.poll() is None:
+        if ctx.cancelled.wait(0.5):
+            _kill_group(proc, grace_s)
+            ctx.log(f"stopped {cmd[2:4]} (process group {proc.pid}): the job's lease is gone")
+            raise Cancelled
+    reader.join(timeout=10)
+    if proc.returncode != 0:
+        errors = [line.removeprefix("tengine: error: ") for line in tail if "error" in line.lower()]
+        raise JobFailed(f"`tengine train` exited with code {proc.returncode}: "
+                        + (" | ".join(errors[-3:]) or " | ".join(list(tail)[-3:]) or "no output"))
+
+
+def _kill_group(proc: subprocess.Popen, grace_s: float) -> None:
+    """SIGTERM the child's process group, SIGKILL what is left after `grace_s`."""
+    for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 30.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _register(ctx: JobContext, name: str, cfg: dict, summary: dict, run_dir: Path) -> dict[str, Any]:
+    """Register the run's best (else last) checkpoint. Its sha256 is that of the checkpoint's
+    manifest.json, which holds the sha256 of every file in it; size counts them all."""
+    checkpoint = summary.get("best_checkpoint") or summary.get("last_checkpoint")
+    if not checkpoint:
+        raise JobFailed(f"cannot register '{name}': the run wrote no checkpoint ({run_dir})")
+    manifest_file = Path(checkpoint) / "manifest.json"
+    manifest = json.loads(manifest_file.read_text())
+    size = manifest_file.stat().st_size + sum(f["size"] for f in manifest["files"].values())
+    metrics = {k: summary[k] for k in ("val_loss", "train_loss", "best_val_loss")
+               if isinstance(summary.get(k), (int, float))}
+    config_hash = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()
+    parent = None
+    if ctx.job.type == "retrain":
+        parent = _current_version(ctx, name, ctx.job.config.get("parent_alias", "production"))
+    version = ctx.client.registry.register(
+        name, artifact_uri=str(checkpoint), sha256=sha256_file(manifest_file), size=size,
+        metrics=metrics, config_hash=config_hash, source_run=str(run_dir), job_id=ctx.job.id,
+        parent_version=parent, tags={"job_type": ctx.job.type})
+    ctx.log(f"registered {name} v{version.version} ({checkpoint}, sha256 {version.sha256[:12]}…)")
+    return {"name": name, "version": version.version, "sha256": version.sha256}
+
+
+def _current_version(ctx: JobContext, name: str, alias: str) -> int | None:
+    for ref in (alias, "latest"):
+        try:
+            return ctx.client.registry.get(name, ref).version
+        except NotFound:
+            continue
+    return None

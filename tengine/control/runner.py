@@ -1,0 +1,150 @@
+"""JobRunner: claims jobs from the control plane and runs them, one at a time.
+
+    runner = JobRunner(client, "runner-0", address=None)
+    runner.run(stop_event)          # claim → start → execute (heartbeating) → complete | fail
+
+On a cluster the dispatcher (`tengine/cluster/dispatcher.py`) hosts a few runners in detached
+Ray actors; without Ray, `tengine jobs work` runs one in the calling process. The runner only
+talks to the control plane through its client, so it survives the control actor dying: a call
+that fails on the way (`client.transient`) is repeated until the actor is back, and the queue
+makes every repeated call harmless (see `jobs.py`). A job's work starts only after `start` was
+acknowledged, and its lease is renewed every `heartbeat_s`; a refused heartbeat (the job was
+cancelled, or its lease expired) stops the work at once, and the runner reports nothing more.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tengine.control.executors import EXECUTORS, Cancelled, JobContext
+from tengine.errors import Conflict, TengineError
+
+log = logging.getLogger("tengine")
+
+
+class JobRunner:
+    def __init__(self, client: Any, name: str, *, address: str | None = None, ttl_s: float = 30.0,
+                 heartbeat_s: float = 1.0, poll_s: float = 0.5):
+        self.client, self.name, self.address = client, name, address
+        self.ttl_s, self.heartbeat_s, self.poll_s = ttl_s, heartbeat_s, poll_s
+        self.transient: tuple[type[BaseException], ...] = getattr(client, "transient", ())
+        self.current: str | None = None  # the job being run, for status
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                ran = self.run_one()
+            except Exception:  # noqa: BLE001 — the loop outlives any one job or outage
+                log.exception("runner %s: unexpected error; going on", self.name)
+                ran = False
+            if not ran:
+                stop.wait(self.poll_s)
+
+    def run_one(self) -> bool:
+        """Claim and run one job; False when none was ready."""
+        job = self._call(self.client.jobs.claim, self.name, self.ttl_s)
+        if job is None:
+            return False
+        try:
+            job = self._call(self.client.jobs.start, job.id, self.name)
+        except Conflict:  # the lease ran out before the start (e.g. a long outage)
+            return True
+        self.current = job.id
+        ctx = JobContext(job, self.client, _LogBuffer(self, job.id), self.address)
+        finished = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(ctx, finished), daemon=True,
+                                name=f"heartbeat-{job.id}")
+        beat.start()
+        try:
+            self._execute(ctx)
+        finally:
+            finished.set()
+            beat.join()
+            ctx.log.flush(final=True)
+            self.current = None
+        return True
+
+    def _execute(self, ctx: JobContext) -> None:
+        job = ctx.job
+        if job.type not in EXECUTORS:
+            self._fail(ctx, f"job type '{job.type}' has no executor in this version (runnable: "
+                            f"{', '.join(EXECUTORS.names())})")
+            return
+        try:
+            result = EXECUTORS.get(job.type)(ctx)
+        except Cancelled:
+            ctx.log("work stopped: the job was cancelled or its lease expired")
+            return
+        except Exception as err:  # noqa: BLE001 — any failure of the work fails the attempt
+            if not ctx.cancelled.is_set():  # else it broke because we stopped it
+                self._fail(ctx, str(err) if isinstance(err, TengineError)
+                           else f"{type(err).__name__}: {err}")
+            return
+        self._report(self.client.jobs.complete, job.id, self.name, result)
+
+    def _fail(self, ctx: JobContext, message: str) -> None:
+        ctx.log(f"failed: {message}")
+        self._report(self.client.jobs.fail, ctx.job.id, self.name, message)
+
+    def _report(self, fn: Callable, *args: Any) -> None:
+        try:
+            self._call(fn, *args)
+        except Conflict as err:  # cancelled or expired meanwhile: the control plane decided
+            log.warning("runner %s: %s", self.name, err)
+
+    def _heartbeat(self, ctx: JobContext, finished: threading.Event) -> None:
+        while not finished.wait(self.heartbeat_s):
+            ctx.log.flush()
+            try:
+                self.client.jobs.heartbeat(ctx.job.id, self.name, self.ttl_s)
+            except self.transient:
+                continue  # the control plane is restarting; the lease still runs
+            except Conflict as err:
+                log.warning("runner %s: stopping %s: %s", self.name, ctx.job.id, err)
+                ctx.cancelled.set()
+                return
+
+    def _call(self, fn: Callable, *args: Any, patience_s: float | None = None) -> Any:
+        """`fn(*args)`, repeated while the control plane is unreachable (for up to
+        `patience_s`, default twice the lease TTL)."""
+        deadline = time.monotonic() + (patience_s or 2 * self.ttl_s)
+        delay = 0.1
+        while True:
+            try:
+                return fn(*args)
+            except self.transient:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(1.0, delay * 2)
+
+
+class _LogBuffer:
+    """A job's log lines, sent to the control plane in batches (one call per heartbeat)."""
+
+    def __init__(self, runner: JobRunner, job_id: str):
+        self.runner, self.job_id = runner, job_id
+        self.lines: list[str] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, *lines: str) -> None:
+        with self.lock:
+            self.lines.extend(lines)
+
+    def flush(self, final: bool = False) -> None:
+        with self.lock:
+            lines, self.lines = self.lines, []
+        if not lines:
+            return
+        try:
+            if final:
+                self.runner._call(self.runner.client.jobs.log, self.job_id, *lines)
+            else:
+                self.runner.client.jobs.log(self.job_id, *lines)
+        except self.runner.transient:
+            with self.lock:  # keep them for the next flush
+                self.lines[:0] = lines

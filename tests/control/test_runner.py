@@ -1,0 +1,125 @@
+"""The job runner without Ray: exactly-once under lost replies, failures, cancel, and a real
+train job run from the CLI (`tengine jobs submit` + `tengine jobs work`) that registers its model."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from tengine import connect
+from tengine.cluster.client import ControlClient
+from tengine.control.runner import JobRunner
+from tengine.files import sha256_file
+from tests.conftest import REPO, TINY
+
+
+class LostReply(Exception):
+    """Stands in for the control actor dying around a call."""
+
+
+def flaky(client: ControlClient, seed: int, p: float = 0.3) -> ControlClient:
+    """A client whose calls fail (transiently) before or after they take effect."""
+    rng, lock = random.Random(seed), threading.Lock()
+
+    def call(component, method, args, kwargs):
+        with lock:
+            roll = rng.random()
+        if roll < p / 2:
+            raise LostReply("before")
+        result = client._call(component, method, args, kwargs)
+        if roll < p:
+            raise LostReply("after: the call took effect, its reply was lost")
+        return result
+
+    return ControlClient(call, client._status, "flaky", transient=(LostReply,))
+
+
+def test_every_job_runs_exactly_once_although_replies_get_lost(tmp_path):
+    client = connect(store_uri=f"sqlite:///{tmp_path}/c.db")
+    record = tmp_path / "ran.txt"
+    jobs = [client.jobs.submit("sleep", {"append_to": str(record)}) for _ in range(60)]
+    stop = threading.Event()
+    runners = [JobRunner(flaky(client, seed), f"r{seed}", heartbeat_s=0.05, poll_s=0.01)
+               for seed in range(3)]
+    threads = [threading.Thread(target=r.run, args=(stop,)) for r in runners]
+    for t in threads:
+        t.start()
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and len(client.jobs.list(state="SUCCEEDED")) < len(jobs):
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert len(client.jobs.list(state="SUCCEEDED")) == len(jobs)
+    ran = record.read_text().split()
+    assert sorted(ran) == sorted(j.id for j in jobs)  # each once: no job twice, none lost
+    assert {client.jobs.get(j.id).attempts for j in jobs} == {1}
+
+
+def test_failures_retry_then_fail_and_unknown_types_say_so(tmp_path):
+    client = connect(store_uri=f"sqlite:///{tmp_path}/c.db")
+    runner = JobRunner(client, "r")
+    boom = client.jobs.submit("sleep", {"fail": "disk full"}, max_retries=1)
+    export = client.jobs.submit("export", {})
+    assert runner.run_one() and runner.run_one()
+    assert client.jobs.get(boom.id).state == "PENDING"  # retry after a 2 s backoff
+    assert "has no executor in this version (runnable: retrain, sleep, train)" in client.jobs.get(export.id).error
+    time.sleep(2.1)
+    assert runner.run_one()
+    failed = client.jobs.get(boom.id)
+    assert (failed.state, failed.attempts, failed.error) == ("FAILED", 2, "disk full")
+    assert "failed: disk full" in client.jobs.logs(boom.id)
+
+
+def test_cancel_stops_the_work_and_is_not_retried(tmp_path):
+    client = connect(store_uri=f"sqlite:///{tmp_path}/c.db")
+    record = tmp_path / "ran.txt"
+    job = client.jobs.submit("sleep", {"seconds": 30, "append_to": str(record)}, max_retries=3)
+    runner = JobRunner(client, "r", heartbeat_s=0.1)
+    worker = threading.Thread(target=runner.run_one)
+    t0 = time.time()
+    worker.start()
+    while client.jobs.get(job.id).state != "RUNNING":
+        time.sleep(0.02)
+    client.jobs.cancel(job.id, "not needed")
+    worker.join(timeout=10)
+    assert not worker.is_alive() and time.time() - t0 < 5
+    assert not record.exists()  # the side effect after the sleep never happened
+    assert client.jobs.get(job.id).state == "CANCELLED" and runner.run_one() is False
+    assert any("work stopped" in line for line in client.jobs.logs(job.id))
+
+
+def test_cli_submits_a_train_job_that_a_local_worker_runs_and_registers(tmp_path):
+    store = f"sqlite:///{tmp_path}/control/tengine.db"
+    sets = [a for s in [*TINY, "training.max_steps=20", "checkpoint.every_n_steps=10",
+                        f"logging.root={tmp_path}/runs"] for a in ("--set", s)]
+    tengine = [sys.executable, "-m", "tengine"]
+    out = subprocess.run([*tengine, "jobs", "submit", "configs/quickstart.yaml", *sets,
+                          "--register", "tiny", "--store", store, "--json"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    job_id = json.loads(out.stdout)["id"]
+    work = subprocess.run([*tengine, "jobs", "work", "--once", "--store", store], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert work.returncode == 0, work.stderr
+    client = connect(store_uri=store)
+    job = client.jobs.get(job_id)
+    assert job.state == "SUCCEEDED", (job.error, client.jobs.logs(job_id)[-20:])
+    assert job.result["summary"]["steps"] == 20 and job.result["model"]["version"] == 1
+    model = client.registry.get("tiny", 1)
+    checkpoint = REPO / model.artifact_uri
+    assert checkpoint.name == "step_00000020" and model.job_id == job_id
+    assert model.sha256 == sha256_file(checkpoint / "manifest.json")
+    assert model.source_run == job.result["run_dir"] == f"{tmp_path}/runs/quickstart-{job_id}"
+    assert model.metrics["val_loss"] == pytest.approx(job.result["summary"]["val_loss"])
+    wait = subprocess.run([*tengine, "jobs", "wait", job_id, "--store", store], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert wait.returncode == 0 and f"{job_id} SUCCEEDED" in wait.stdout

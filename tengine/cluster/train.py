@@ -8,8 +8,12 @@ GPUs); each runs `engine.run` with the `ddp`, `fsdp` or `deepspeed` backend. The
 must be on storage every worker sees (one machine, or NFS on a cluster): workers write metrics
 and their checkpoint shards there, and a restarted worker group (FailureConfig) resumes from
 the newest valid checkpoint in it, whatever `checkpoint.resume` said for the first start. With
-no address and no RAY_ADDRESS, a Ray of its own starts in this process (even if another Ray
-runs on the machine) and stops with it; `--address auto` joins a running cluster.
+`distributed.storage_path` set (a directory or an `s3://`/`gs://` URI), every checkpoint is also
+reported to Ray Train, which keeps `keep_last + keep_best` of them there (CheckpointConfig,
+ranked by `checkpoint.monitor`), and a run whose run dir lacks Ray's newest checkpoint fetches
+it from there before resuming (`reporter.py`). With no address and no RAY_ADDRESS, a Ray of its
+own starts in this process (even if another Ray runs on the machine) and stops with it;
+`--address auto` joins a running cluster.
 """
 
 from __future__ import annotations
@@ -37,18 +41,28 @@ def _train_worker(loop_config: dict) -> None:
     import ray.train
 
     from tengine.backends.process_group import barrier, ensure_process_group
+    from tengine.cluster.reporter import RayReporter, fetch_newest
     from tengine.engine import run
 
     cfg = validate(loop_config["config"])
-    starts = _starts_file(Path(loop_config["run_dir"]))
+    run_dir = Path(loop_config["run_dir"])
+    starts = _starts_file(run_dir)
     restarted = starts.exists()  # an earlier group of this job ran: continue its checkpoints
     ensure_process_group()
     barrier()  # every rank has read `restarted` before rank 0 counts this start
-    if ray.train.get_context().get_world_rank() == 0:
+    rank = ray.train.get_context().get_world_rank()
+    if rank == 0:
         starts.write_text(str(int(starts.read_text() or 0) + 1 if restarted else 1))
     if restarted:
         cfg = cfg.model_copy(update={"checkpoint": cfg.checkpoint.model_copy(update={"resume": "auto"})})
-    run(cfg, run_dir=loop_config["run_dir"])
+    reporter = None
+    if cfg.distributed.storage_path:  # a durable copy of each checkpoint in Ray's storage
+        reporter = RayReporter(run_dir, is_main=rank == 0, monitor=cfg.checkpoint.monitor,
+                               mode=cfg.checkpoint.mode)
+        if cfg.checkpoint.resume == "auto" and rank == 0:
+            fetch_newest(reporter.checkpoint_root)
+        barrier()
+    run(cfg, run_dir=str(run_dir), reporter=reporter)
 
 
 def preflight_cluster(cfg: TengineConfig, run_dir: Path, workers: int, gpus: float,
@@ -76,12 +90,36 @@ def preflight_cluster(cfg: TengineConfig, run_dir: Path, workers: int, gpus: flo
                         f"cluster has {have.get('GPU', 0):g}")
     if gpus and cfg.precision == "bf16" and have.get("GPU", 0) >= 1:
         problems += _bf16_problem()
+    if cfg.distributed.storage_path:
+        problems += _storage_problem(cfg.distributed.storage_path)
     if embedded:
         problems += short
     for line in [] if embedded else short:
         log.warning("%s (waiting for the autoscaler)", line)
     if problems:
         raise ConfigError(problems)
+
+
+def storage_uri(path: str) -> str:
+    """A storage path as Ray wants it: URIs as they are, local paths absolute."""
+    return path if "://" in path else str(Path(path).expanduser().resolve())
+
+
+def _storage_problem(path: str) -> list[str]:
+    """Write and delete a probe file where Ray will keep checkpoints (local, NFS or s3://)."""
+    import pyarrow.fs
+
+    uri = storage_uri(path)
+    try:
+        fs, root = pyarrow.fs.FileSystem.from_uri(uri)
+        fs.create_dir(root, recursive=True)
+        with fs.open_output_stream(f"{root}/.tengine-write-test") as fh:
+            fh.write(b"ok")
+        fs.delete_file(f"{root}/.tengine-write-test")
+    except Exception as err:  # noqa: BLE001 — any failure: say which path and why
+        return [f"distributed.storage_path '{path}' is not writable: {type(err).__name__}: "
+                f"{str(err).splitlines()[0] if str(err) else ''}"]
+    return []
 
 
 def _bf16_problem() -> list[str]:
@@ -105,7 +143,7 @@ def _bf16_problem() -> list[str]:
 def fit(cfg: TengineConfig, run_dir: str | Path | None = None, workers: int | None = None,
         gpus_per_worker: float | None = None, address: str | None = None) -> dict[str, Any]:
     import ray
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from tengine.engine import preflight
@@ -126,6 +164,10 @@ def fit(cfg: TengineConfig, run_dir: str | Path | None = None, workers: int | No
         preflight_cluster(cfg, run_dir, workers, gpus, embedded=not address)
         _starts_file(run_dir).unlink(missing_ok=True)
         resources = {"CPU": cfg.distributed.cpus_per_worker, **({"GPU": gpus} if gpus else {})}
+        storage = cfg.distributed.storage_path or str(run_dir.parent / ".ray")
+        ck = cfg.checkpoint  # Ray's copies (only with storage_path) are kept like the run dir's
+        kept = CheckpointConfig(num_to_keep=ck.keep_last + ck.keep_best,
+                                checkpoint_score_attribute=ck.monitor, checkpoint_score_order=ck.mode)
         trainer = TorchTrainer(
             _train_worker,
             train_loop_config={"config": cfg.model_dump(mode="json"), "run_dir": str(run_dir)},
@@ -133,7 +175,7 @@ def fit(cfg: TengineConfig, run_dir: str | Path | None = None, workers: int | No
             scaling_config=ScalingConfig(num_workers=workers, use_gpu=bool(gpus),
                                          resources_per_worker=resources),
             run_config=RunConfig(
-                name=run_dir.name, storage_path=cfg.distributed.storage_path or str(run_dir.parent / ".ray"),
+                name=run_dir.name, storage_path=storage_uri(storage), checkpoint_config=kept,
                 failure_config=FailureConfig(max_failures=cfg.distributed.max_failures)),
         )
         trainer.fit()

@@ -199,7 +199,7 @@ class DistributedConfig(Section):
     gpus_per_worker: float = Field(0.0, ge=0, description="GPUs reserved per Ray worker (0 = CPU workers).")
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved per Ray worker.")
     max_failures: int = Field(0, ge=-1, description="Worker-group restarts Ray may do (-1 = unlimited).")
-    storage_path: str | None = Field(None, description="Where Ray keeps its run state (a local or NFS dir); null = `.ray` beside the run dir.")
+    storage_path: str | None = Field(None, description="Ray Train storage: its run state plus a durable copy of every checkpoint (a dir, or `s3://`/`gs://` URI; resume fetches from it when the run dir lacks the newest). null = run state in `.ray` beside the run dir, no copy.")
     kill_rank_at_step: int | None = Field(
         None, ge=1, description="Test-only fault injection: the last rank SIGKILLs itself after "
         "this step, once per run dir (checks that Ray restarts the group and training resumes).",

@@ -65,11 +65,14 @@ def _check_backend(cfg: TengineConfig) -> None:
                           "sharded GradScaler; use bf16 (or fp32)")
 
 
+STORAGE_SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss", "file")  # pyarrow's filesystems
+
+
 def _check_storage(cfg: TengineConfig) -> None:
     storage = cfg.distributed.storage_path
-    if cfg.distributed.workers > 0 and storage and "://" in storage:
-        raise ConfigError(f"distributed.storage_path '{storage}': only filesystem paths (local "
-                          "or NFS) are supported in this version")
+    if storage and "://" in storage and storage.split("://")[0] not in STORAGE_SCHEMES:
+        raise ConfigError(f"distributed.storage_path '{storage}': unknown scheme; use a directory "
+                          f"or a URI of {', '.join(s + '://' for s in STORAGE_SCHEMES)}")
 
 
 def _check_resume(resume: str) -> None:

@@ -8,7 +8,10 @@ A non-finite loss skips the step (gradients zeroed) before DeepSpeed applies it.
 
 Checkpoints are DeepSpeed's own per-rank shards (`engine.save_checkpoint`) under our atomic,
 hashed checkpoint dir; they are loaded by DeepSpeed (pickle, our own files, verified by sha256
-first) and need the same world size — resharding DeepSpeed checkpoints is not supported here.
+first). A checkpoint written by another world size is resharded through DeepSpeed's universal
+checkpoint: rank 0 converts it (`ds_to_universal`, fp32 weights and Adam moments per parameter)
+into a hidden sibling of the checkpoint, every rank loads its new partition from there, and the
+conversion is deleted. It costs one read and one write of the full fp32 training state.
 Calling `deepspeed.initialize` directly avoids Accelerate's DeepSpeedPlugin, which is silently
 ignored with `cpu=True` and needs `transformers` installed (STACK_NOTES.md).
 """
@@ -32,7 +35,7 @@ TAG = "ds"
 
 class DeepSpeedStrategy(ProcessGroupStrategy):
     name = "deepspeed"
-    reshards = False  # ZeRO shards are tied to the world size that wrote them
+    reshards = True  # through DeepSpeed's universal checkpoint (see `_load_resharded`)
 
     def __init__(self, cfg):
         import deepspeed
@@ -102,9 +105,38 @@ class DeepSpeedStrategy(ProcessGroupStrategy):
                                     save_latest=False)
 
     def load(self, directory: Path) -> dict[str, Any]:
+        if _saved_world_size(directory) != self.world_size:
+            return self._load_resharded(directory)
         _, client = self.engine.load_checkpoint(str(directory), tag=TAG)
         if client is None:
             raise FileNotFoundError(f"{directory}: no DeepSpeed checkpoint for this world size")
+        return client["extra"]
+
+    def _load_resharded(self, directory: Path) -> dict[str, Any]:
+        import shutil
+        from argparse import Namespace
+
+        from deepspeed.checkpoint.ds_to_universal import main as to_universal
+
+        universal = directory.parent / f".universal-{directory.name}"
+        if self.is_main:
+            shutil.rmtree(universal, ignore_errors=True)
+            # one process, no pool: this may itself run inside a worker process
+            to_universal(Namespace(input_folder=str(directory / TAG), output_folder=str(universal / TAG),
+                                   num_extract_workers=1, num_merge_workers=1, keep_temp_folder=False,
+                                   strict=True, inject_missing_state=True))
+        self.barrier()
+        # DeepSpeed reads this flag from its config at load time; it has no load argument for it
+        self.engine._config.load_universal_checkpoint = True
+        try:
+            _, client = self.engine.load_checkpoint(str(universal), tag=TAG)
+        finally:
+            self.engine._config.load_universal_checkpoint = False
+        self.barrier()
+        if self.is_main:
+            shutil.rmtree(universal, ignore_errors=True)
+        if client is None:
+            raise FileNotFoundError(f"{universal}: DeepSpeed found no universal checkpoint")
         return client["extra"]
 
     def shard_fractions(self) -> dict[str, float]:
@@ -116,3 +148,8 @@ class DeepSpeedStrategy(ProcessGroupStrategy):
         if flat is None:
             flat = getattr(opt, "fp32_partitioned_groups_flat", [])  # ZeRO 3
         return {"params": local / total, "optimizer": sum(t.numel() for t in flat) / total}
+
+
+def _saved_world_size(directory: Path) -> int:
+    """How many data-parallel ranks wrote the checkpoint: one optimizer shard file each."""
+    return len(list((directory / TAG).glob("*optim_states.pt")))

@@ -23,6 +23,8 @@ def main() -> None:
     summary = run(cfg, strategy=strategy)
     (out / f"rank{strategy.rank}.json").write_text(json.dumps({
         "rank": strategy.rank, "world_size": strategy.world_size, "status": summary["status"],
+        # ZeRO's own flag: its optimizer partitions live on (and step on) the CPU
+        "cpu_offload": getattr(getattr(strategy, "zero_optimizer", None), "cpu_offload", None),
         **strategy.shard_fractions()}))
     exit_cleanly(0)
 

@@ -33,7 +33,6 @@ import gc
 import json
 import math
 import os
-import socket
 import sys
 import tempfile
 import time
@@ -47,6 +46,7 @@ from torch import nn
 
 from tengine import TaskSpec, load_config
 from tengine.backends import BACKENDS
+from tengine.backends.process_group import world_of_one
 from tengine.engine import Callback, Trainer
 from tengine.models import build_model
 
@@ -141,18 +141,6 @@ class LMLoss(nn.Module):
     def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         logits = self.gpt(idx)
         return F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1))
-
-
-def ensure_world_of_one() -> None:
-    """Env of a one-rank process group (ddp/deepspeed join it; single and raw ignore it)."""
-    if "MASTER_PORT" not in os.environ:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            os.environ["MASTER_PORT"] = str(sock.getsockname()[1])
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    for key, value in (("RANK", "0"), ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0"),
-                       ("LOCAL_WORLD_SIZE", "1")):
-        os.environ.setdefault(key, value)
 
 
 def deepspeed_importable() -> str | None:
@@ -407,7 +395,7 @@ def main() -> None:
     if a.steps < 1 or a.warmup < 1:
         ap.error("--steps and --warmup must be ≥ 1")
     s = Settings(a)
-    ensure_world_of_one()
+    world_of_one()  # ddp/deepspeed join a one-rank group; single and raw ignore it
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
 

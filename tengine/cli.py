@@ -2,6 +2,7 @@
 
     tengine train configs/quickstart.yaml [--set optim.lr=3e-4 ...] [--run-dir DIR] [--resume auto|never|PATH]
     tengine train CONFIG --workers 2 --set distributed.backend=ddp   # Ray Train workers
+    tengine evaluate RUN/config.yaml --checkpoint RUN/checkpoints/step_00000100 [--json]
     tengine config show CONFIG [--set ...]        # the resolved config as YAML
     tengine config validate CONFIG [--set ...]    # exit 0 if it can run, 2 with one line per problem
 
@@ -16,6 +17,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from tengine.errors import TengineError
 
@@ -67,6 +69,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from tengine.engine import evaluate
+
+    result = evaluate(_load(args), args.checkpoint)
+    if args.out:
+        from tengine.engine.reporter import write_json
+
+        write_json(Path(args.out), result)
+    if args.json:
+        print(json.dumps(result))
+    elif _is_main():
+        shown = {k: v for k, v in result.items() if k.startswith("val_") and v is not None}
+        print(f"{args.checkpoint} (step {result['step']}): "
+              + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
+    return 0
+
+
 def _ray_available() -> bool:
     import importlib.util
 
@@ -113,6 +134,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--address", metavar="auto|ADDR",
                        help="Ray cluster to join (default: RAY_ADDRESS, else start Ray here)")
     train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("evaluate", help="evaluate a checkpoint on the config's validation split")
+    _config_args(ev)
+    ev.add_argument("--checkpoint", required=True, metavar="PATH",
+                    help="a step_XXXXXXXX checkpoint dir (verified against its manifest first)")
+    ev.add_argument("--out", metavar="FILE", help="also write the metrics to FILE as JSON")
+    ev.add_argument("--json", action="store_true", help="print the metrics as one JSON line")
+    ev.set_defaults(func=cmd_evaluate)
 
     config = sub.add_parser("config", help="show or validate a config")
     config_sub = config.add_subparsers(dest="action", required=True)

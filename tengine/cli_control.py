@@ -123,6 +123,8 @@ def jobs_submit(args):
         job_type = args.target
     if args.register:
         config["register"] = args.register
+    if (job_type or "train") == "evaluate":
+        config.update(_evaluate_target(args))
     resources = {"workers": args.workers or 0, "gpus_per_worker": args.gpus_per_worker or 0}
     job = _client(args).jobs.submit(job_type or "train", config, resources=resources,
                                     priority=args.priority, max_retries=args.max_retries,
@@ -135,6 +137,23 @@ def jobs_submit(args):
     if args.address is None and not os.environ.get("RAY_ADDRESS"):
         print("no Ray address: the job waits until `tengine jobs work` runs it in a process here")
     return 0
+
+
+def _evaluate_target(args) -> dict[str, Any]:
+    """What an evaluate job evaluates: a registered model version (checked now) or a checkpoint."""
+    from tengine.errors import Invalid
+
+    if args.model:
+        name, _, ref = args.model.partition(":")
+        _client(args).registry.get(name, _ref(ref or "latest"))  # unknown model/ref: exit 2 now
+        return {"model": name, "ref": _ref(ref or "latest")}
+    if args.checkpoint:
+        path = Path(args.checkpoint).resolve()
+        if not (path / "manifest.json").is_file():
+            raise Invalid(f"--checkpoint '{args.checkpoint}' is not a tengine checkpoint (no "
+                          "manifest.json); give a <run dir>/checkpoints/step_XXXXXXXX directory")
+        return {"checkpoint": str(path)}
+    raise Invalid("an evaluate job needs --model NAME[:VERSION|ALIAS] or --checkpoint PATH")
 
 
 def jobs_wait(args):
@@ -332,6 +351,9 @@ def add_commands(sub) -> None:
     p.add_argument("--workers", type=int)
     p.add_argument("--gpus-per-worker", type=float)
     p.add_argument("--register", metavar="NAME", help="register the trained model under NAME")
+    p.add_argument("--model", metavar="NAME[:REF]", help="evaluate jobs: a registered model "
+                   "(REF: version, alias or latest, the default)")
+    p.add_argument("--checkpoint", metavar="PATH", help="evaluate jobs: a checkpoint directory")
     p.add_argument("--priority", type=int, default=5, help="1–10, higher first (default 5)")
     p.add_argument("--max-retries", type=int, default=0)
     p.add_argument("--key", help="idempotency key: a second submit with it returns the same job")

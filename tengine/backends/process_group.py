@@ -23,6 +23,22 @@ def env_world() -> tuple[int, int, int]:
             int(os.environ.get("LOCAL_RANK", 0)))
 
 
+def world_of_one() -> None:
+    """The launcher environment of a one-rank group (for backends that need a process group
+    even in one process); what a launcher set already stays."""
+    import socket
+
+    if "MASTER_PORT" not in os.environ:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            os.environ["MASTER_PORT"] = str(sock.getsockname()[1])
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    for key in ("RANK", "LOCAL_RANK"):
+        os.environ.setdefault(key, "0")
+    for key in ("WORLD_SIZE", "LOCAL_WORLD_SIZE"):
+        os.environ.setdefault(key, "1")
+
+
 def ensure_process_group(timeout_s: int = 1800) -> tuple[int, int, int]:
     """Join (or reuse) the default process group; returns (rank, world_size, local_rank)."""
     if not dist.is_initialized():

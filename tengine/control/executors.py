@@ -11,7 +11,9 @@ cluster: the Ray Train driver of `tengine/cluster/train.py`), so a crash in trai
 the runner down, and cancel kills the child's whole process group: with its driver gone, Ray
 stops the training workers. The child also dies with the runner thread that started it
 (Linux `PR_SET_PDEATHSIG`), so a dead runner leaves no training behind that a retry could race.
-`sweep`, `export` and `evaluate` have no executor yet: such a job fails with a message that says so.
+`evaluate` runs `python -m tengine evaluate` the same way on a registered model version (or a
+checkpoint path). `sweep` and `export` have no executor yet: such a job fails with a message
+that says so.
 """
 
 from __future__ import annotations
@@ -100,6 +102,39 @@ def run_retrain(ctx: JobContext) -> dict[str, Any]:
     return run_train(ctx)
 
 
+@EXECUTORS.register("evaluate")
+def run_evaluate(ctx: JobContext) -> dict[str, Any]:
+    """Evaluate a registered model (`model`, `ref` default latest) or a `checkpoint` path on the
+    validation split of the job's `config`, else of the config its run was trained with."""
+    conf, model = ctx.job.config, None
+    if conf.get("model"):
+        version = ctx.client.registry.get(conf["model"], conf.get("ref", "latest"))
+        checkpoint, source = Path(version.artifact_uri), version.source_run
+        model = {"name": version.name, "version": version.version}
+    elif conf.get("checkpoint"):
+        checkpoint = Path(conf["checkpoint"])
+        source = str(checkpoint.parent.parent)
+    else:
+        raise JobFailed("an evaluate job needs `model` (a registered model) or `checkpoint`")
+    with tempfile.TemporaryDirectory(prefix="tengine-job-") as tmp:
+        if isinstance(conf.get("config"), dict):
+            cfg_file = Path(tmp) / "config.yaml"
+            cfg_file.write_text(json.dumps(conf["config"]))
+        elif source and (Path(source) / "config.yaml").is_file():
+            cfg_file = Path(source) / "config.yaml"  # the resolved config the run saved
+        else:
+            raise JobFailed(f"no config to evaluate {checkpoint} with: its run dir {source} has no "
+                            "config.yaml; give the job a `config`")
+        out = Path(tmp) / "metrics.json"
+        _run_child(ctx, [sys.executable, "-m", "tengine", "evaluate", str(cfg_file),
+                         "--checkpoint", str(checkpoint), "--out", str(out)])
+        record = json.loads(out.read_text())
+    metrics = {k: v for k, v in record.items() if k.startswith("val_")}
+    ctx.log("evaluated " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if v is not None))
+    return {"checkpoint": str(checkpoint), "step": record["step"], "metrics": metrics,
+            **({"model": model} if model else {})}
+
+
 def _train_command(ctx: JobContext, cfg_file: Path, run_dir: Path) -> list[str]:
     cmd = [sys.executable, "-m", "tengine", "train", str(cfg_file), "--run-dir", str(run_dir),
            "--resume", "auto"]  # a retried attempt continues its own checkpoints
@@ -124,7 +159,9 @@ def _die_with_parent() -> Callable[[], None] | None:
 
 
 def _run_child(ctx: JobContext, cmd: list[str], grace_s: float = 10.0) -> None:
-    """Run `cmd`, streaming its output into the job log; kill its process group on cancel."""
+    """Run `cmd` (`python -m tengine <command> …`), streaming its output into the job log; kill
+    its process group on cancel."""
+    what = " ".join(cmd[2:4])
     ctx.log("$ " + " ".join(cmd))
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **({"RAY_ADDRESS": ctx.address} if ctx.address else {})}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -141,12 +178,12 @@ def _run_child(ctx: JobContext, cmd: list[str], grace_s: float = 10.0) -> None:
     while proc.poll() is None:
         if ctx.cancelled.wait(0.5):
             _kill_group(proc, grace_s)
-            ctx.log(f"stopped {cmd[2:4]} (process group {proc.pid}): the job's lease is gone")
+            ctx.log(f"stopped `{what}` (process group {proc.pid}): the job's lease is gone")
             raise Cancelled
     reader.join(timeout=10)
     if proc.returncode != 0:
         errors = [line.removeprefix("tengine: error: ") for line in tail if "error" in line.lower()]
-        raise JobFailed(f"`tengine train` exited with code {proc.returncode}: "
+        raise JobFailed(f"`{what}` exited with code {proc.returncode}: "
                         + (" | ".join(errors[-3:]) or " | ".join(list(tail)[-3:]) or "no output"))
 
 

@@ -70,3 +70,17 @@ class LocalReporter(Reporter):
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             write_json(self.run_dir / "summary.json", summary)
+
+
+class MemoryReporter(Reporter):
+    """Keeps records in memory and writes nothing: for an evaluation, which has no run dir."""
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)  # only where checkpoints would be looked up
+        self.records: list[dict[str, Any]] = []
+
+    def log(self, record: dict[str, Any]) -> None:
+        self.records.append(record)
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        pass

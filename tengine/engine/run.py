@@ -102,6 +102,36 @@ def _check_files(cfg: TengineConfig) -> None:
                               "(relative paths start at the current directory)")
 
 
+def evaluate(cfg: TengineConfig, checkpoint: str | Path) -> dict[str, Any]:
+    """Evaluate `checkpoint` in this process on the validation split of `cfg`'s data; writes
+    nothing. `cfg` should be the config of the run that saved it (its model, data and backend:
+    an fsdp or deepspeed checkpoint is loaded by its own backend, resharded to this one rank)."""
+    from tengine.backends.process_group import world_of_one
+    from tengine.config import TaskSpec
+    from tengine.engine.reporter import MemoryReporter
+    from tengine.engine.trainer import Trainer
+
+    if not (Path(checkpoint) / MANIFEST).is_file():
+        raise ConfigError(f"checkpoint '{checkpoint}' is not a tengine checkpoint (no {MANIFEST}); "
+                          "give a <run dir>/checkpoints/step_XXXXXXXX directory")
+    cfg = cfg.model_copy(update={"distributed": cfg.distributed.model_copy(update={"workers": 0})})
+    preflight(cfg)
+    if cfg.distributed.backend != "single":
+        world_of_one()
+    seed_everything(cfg.seed, cfg.deterministic)
+    bundle = build_data(cfg.data, cfg.task)
+    if len(bundle.val) == 0:
+        raise ConfigError("data: the validation split is empty; raise data.val_fraction or give "
+                          "the source's validation files")
+    model = build_model(cfg.model, bundle.vocab_size, cfg.task.num_classes or bundle.num_classes,
+                        cfg.data.seq_len)
+    trainer = Trainer(model, cfg, TaskSpec.from_config(cfg.task),
+                      reporter=MemoryReporter(Path(checkpoint).parent.parent), pad_id=bundle.pad_id,
+                      loss_floor=bundle.loss_floor)
+    record = trainer.evaluate_checkpoint(checkpoint, bundle.val)
+    return {**record, "checkpoint": str(checkpoint), "loss_floor": bundle.loss_floor}
+
+
 def run(cfg: TengineConfig, reporter: Reporter | None = None, strategy=None,
         run_dir: str | None = None) -> dict[str, Any]:
     """Train `cfg` in this process (one rank of a group when launched by torchrun/Ray)."""

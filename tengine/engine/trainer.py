@@ -116,11 +116,7 @@ class Trainer:
     # --- public API --------------------------------------------------------------------------
     def train(self, train_data: Dataset, val_data: Dataset | None = None) -> dict[str, Any]:
         cfg, s = self.cfg, self.strategy
-        loaders = DataLoaderFactory(
-            micro_batch_size=cfg.training.micro_batch_size, seed=cfg.seed, rank=s.rank,
-            world_size=s.world_size, num_workers=cfg.data.num_workers,
-            collate=build_collator(cfg.data.collator, cfg.task.type, self.pad_id),
-            pin_memory=s.device.type == "cuda")
+        loaders = self._loaders()
         self.train_loader = loaders.train(train_data)
         self.val_loader = loaders.val(val_data) if val_data is not None else None
         self.batches_per_epoch = self.train_loader.sampler.batches_per_epoch()
@@ -131,10 +127,19 @@ class Trainer:
                 f"({s.world_size}); lower the micro-batch or add data")
         self.max_steps = self._total_steps()
         self.scheduler = build_scheduler(s.optimizer, cfg.schedule, self.max_steps)
-        flops = getattr(s.unwrap(), "flops_per_token", None)
-        self.metrics = MetricsEngine(s.device, flops(cfg.data.seq_len) if flops else None,
-                                     s.world_size, s.all_reduce)
+        self.metrics = self._metrics_engine()
         return self.fit()
+
+    def evaluate_checkpoint(self, checkpoint: str | Path, val_data: Dataset) -> dict[str, Any]:
+        """Load `checkpoint` (verified against its manifest; any backend, any world size) and
+        evaluate it on `val_data` (at most `training.eval_batches` batches). Returns the `val`
+        record: val_loss, val_perplexity or val_accuracy, ... ."""
+        path = self.checkpoints.resolve(str(checkpoint))
+        self.val_loader = self._loaders().val(val_data)
+        self.scheduler = build_scheduler(self.strategy.optimizer, self.cfg.schedule, 1)
+        self.metrics = self._metrics_engine()
+        self._restore(path)
+        return self.evaluate()
 
     def fit(self) -> dict[str, Any]:
         status = "completed"
@@ -217,6 +222,20 @@ class Trainer:
         self._notify("on_eval_end", record)
         self.metrics.resume_clock()
         return record
+
+    def _loaders(self) -> DataLoaderFactory:
+        cfg, s = self.cfg, self.strategy
+        return DataLoaderFactory(
+            micro_batch_size=cfg.training.micro_batch_size, seed=cfg.seed, rank=s.rank,
+            world_size=s.world_size, num_workers=cfg.data.num_workers,
+            collate=build_collator(cfg.data.collator, cfg.task.type, self.pad_id),
+            pin_memory=s.device.type == "cuda")
+
+    def _metrics_engine(self) -> MetricsEngine:
+        s = self.strategy
+        flops = getattr(s.unwrap(), "flops_per_token", None)
+        return MetricsEngine(s.device, flops(self.cfg.data.seq_len) if flops else None,
+                             s.world_size, s.all_reduce)
 
     def _forward_loss(self, batch: dict) -> LossOutput:
         return self.loss(self.model(**model_inputs(batch)), batch)

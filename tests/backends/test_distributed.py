@@ -141,6 +141,13 @@ def test_deepspeed_resumes_on_another_world_size(tmp_path, ddp_run, stage, first
     assert summary["world_size"] == then
     assert_close(step_losses(run_dir), step_losses(ddp_run), 1e-3)
     assert not list((run_dir / "checkpoints").glob(".universal-*"))  # the conversion is removed
+    if then == 2:  # `tengine evaluate` loads the 2-rank ZeRO-3 checkpoint into one process
+        out = subprocess.run([sys.executable, "-m", "tengine", "evaluate", str(run_dir / "config.yaml"),
+                              "--checkpoint", str(run_dir / "checkpoints/step_00000030"), "--json",
+                              "--set", "training.eval_batches=8"],  # the 2 ranks' 2 × 4 batches
+                             capture_output=True, text=True, timeout=300, cwd=REPO)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert abs(json.loads(out.stdout.splitlines()[-1])["val_loss"] - summary["val_loss"]) <= 1e-4
 
 
 def test_deepspeed_json_may_add_but_not_contradict(tmp_path):

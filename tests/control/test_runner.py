@@ -71,7 +71,7 @@ def test_failures_retry_then_fail_and_unknown_types_say_so(tmp_path):
     export = client.jobs.submit("export", {})
     assert runner.run_one() and runner.run_one()
     assert client.jobs.get(boom.id).state == "PENDING"  # retry after a 2 s backoff
-    assert "has no executor in this version (runnable: retrain, sleep, train)" in client.jobs.get(export.id).error
+    assert "has no executor in this version (runnable: evaluate, retrain, sleep, train)" in client.jobs.get(export.id).error
     time.sleep(2.1)
     assert runner.run_one()
     failed = client.jobs.get(boom.id)
@@ -97,7 +97,7 @@ def test_cancel_stops_the_work_and_is_not_retried(tmp_path):
     assert any("work stopped" in line for line in client.jobs.logs(job.id))
 
 
-def test_cli_submits_a_train_job_that_a_local_worker_runs_and_registers(tmp_path):
+def test_cli_submits_a_train_job_that_a_local_worker_runs_and_registers_then_evaluates(tmp_path):
     store = f"sqlite:///{tmp_path}/control/tengine.db"
     sets = [a for s in [*TINY, "training.max_steps=20", "checkpoint.every_n_steps=10",
                         f"logging.root={tmp_path}/runs"] for a in ("--set", s)]
@@ -123,3 +123,19 @@ def test_cli_submits_a_train_job_that_a_local_worker_runs_and_registers(tmp_path
     wait = subprocess.run([*tengine, "jobs", "wait", job_id, "--store", store], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
     assert wait.returncode == 0 and f"{job_id} SUCCEEDED" in wait.stdout
+
+    # evaluate the registered version: the same val_loss the run reported for that checkpoint
+    for bad, text in ((["--model", "tiny:7"], "has no version 7"), ([], "needs --model")):
+        out = subprocess.run([*tengine, "jobs", "submit", "evaluate", *bad, "--store", store],
+                             cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2 and text in out.stderr and len(client.jobs.list()) == 1
+    out = subprocess.run([*tengine, "jobs", "submit", "evaluate", "--model", "tiny:latest",
+                          "--store", store, "--json"], cwd=REPO, capture_output=True, text=True,
+                         timeout=60)
+    evaluation = json.loads(out.stdout)["id"]
+    subprocess.run([*tengine, "jobs", "work", "--once", "--store", store], cwd=REPO,
+                   capture_output=True, text=True, timeout=300)
+    done = client.jobs.get(evaluation)
+    assert done.state == "SUCCEEDED", (done.error, client.jobs.logs(evaluation)[-20:])
+    assert done.result["model"] == {"name": "tiny", "version": 1} and done.result["step"] == 20
+    assert done.result["metrics"]["val_loss"] == pytest.approx(job.result["summary"]["val_loss"], abs=1e-6)

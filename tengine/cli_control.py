@@ -190,11 +190,11 @@ def jobs_work(args):
     runner = JobRunner(client, f"work-{socket.gethostname()}:{os.getpid()}", address=address)
     print(f"{runner.name} runs jobs from the {client.where} control plane; Ctrl-C to stop",
           file=sys.stderr)
-    if args.once:
+    if args.once:  # Ctrl-C stops the work and gives the job back to the queue (JobRunner)
         while runner.run_one():
             pass
-        return 0
-    runner.run(threading.Event())
+    else:
+        runner.run(threading.Event())
     return 0
 
 

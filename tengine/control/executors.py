@@ -175,11 +175,15 @@ def _run_child(ctx: JobContext, cmd: list[str], grace_s: float = 10.0) -> None:
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
-    while proc.poll() is None:
-        if ctx.cancelled.wait(0.5):
-            _kill_group(proc, grace_s)
-            ctx.log(f"stopped `{what}` (process group {proc.pid}): the job's lease is gone")
-            raise Cancelled
+    try:
+        while proc.poll() is None:
+            if ctx.cancelled.wait(0.5):
+                _kill_group(proc, grace_s)
+                ctx.log(f"stopped `{what}` (process group {proc.pid}): the job's lease is gone")
+                raise Cancelled
+    except BaseException:  # Ctrl-C in `tengine jobs work`, or any error here: no orphan
+        _kill_group(proc, grace_s)
+        raise
     reader.join(timeout=10)
     if proc.returncode != 0:
         errors = [line.removeprefix("tengine: error: ") for line in tail if "error" in line.lower()]

@@ -169,6 +169,12 @@ class JobQueue:
                 self._set(db, row, FAILED, f"failed: {error}", now, {"error": error})
         return self.get(job_id)
 
+    def release(self, job_id: str, runner: str, reason: str) -> Job:
+        """The runner gives the job back unfinished (it is stopping): PENDING again at once, as
+        if its lease had expired."""
+        return self._move(job_id, PENDING, f"released by {runner}: {reason}", runner=runner,
+                          done=(PENDING,), sets={"not_before": self.clock()})
+
     def cancel(self, job_id: str, reason: str = "cancelled") -> Job:
         return self._move(job_id, CANCELLED, reason)
 

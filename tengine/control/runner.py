@@ -61,6 +61,9 @@ class JobRunner:
         beat.start()
         try:
             self._execute(ctx)
+        except KeyboardInterrupt:  # the runner stops mid-job (Ctrl-C): its work was stopped
+            self._report(self.client.jobs.release, job.id, self.name, "the runner was interrupted")
+            raise
         finally:
             finished.set()
             beat.join()

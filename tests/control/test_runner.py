@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 import subprocess
 import sys
 import threading
@@ -139,3 +140,23 @@ def test_cli_submits_a_train_job_that_a_local_worker_runs_and_registers_then_eva
     assert done.state == "SUCCEEDED", (done.error, client.jobs.logs(evaluation)[-20:])
     assert done.result["model"] == {"name": "tiny", "version": 1} and done.result["step"] == 20
     assert done.result["metrics"]["val_loss"] == pytest.approx(job.result["summary"]["val_loss"], abs=1e-6)
+
+
+def test_ctrl_c_in_jobs_work_gives_the_running_job_back(tmp_path):
+    store = f"sqlite:///{tmp_path}/c.db"
+    client = connect(store_uri=store)
+    record = tmp_path / "ran.txt"
+    job = client.jobs.submit("sleep", {"seconds": 60, "append_to": str(record)})
+    work = subprocess.Popen([sys.executable, "-m", "tengine", "jobs", "work", "--store", store],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 60
+        while client.jobs.get(job.id).state != "RUNNING" and time.time() < deadline:
+            time.sleep(0.1)
+        work.send_signal(signal.SIGINT)
+        assert work.wait(timeout=30) == 130
+    finally:
+        work.kill()
+    back = client.jobs.get(job.id)
+    assert back.state == "PENDING" and not record.exists()
+    assert "the runner was interrupted" in client.jobs.events(job.id)[-1]["reason"]

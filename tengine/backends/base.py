@@ -97,5 +97,9 @@ class Strategy(ABC):
     def barrier(self) -> None:
         return None
 
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's `obj` on every rank (a small picklable value)."""
+        return obj
+
     def teardown(self) -> None:
         return None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -72,6 +73,13 @@ class ProcessGroupStrategy(Strategy):
 
     def barrier(self) -> None:
         barrier()
+
+    def broadcast(self, obj: Any) -> Any:
+        if not dist.is_initialized() or dist.get_world_size() == 1:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
 
 
 def exit_cleanly(code: int = 0) -> None:

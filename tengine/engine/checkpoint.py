@@ -5,7 +5,8 @@ Layout: `<root>/step_00000120/` holding what the Strategy and the Trainer write 
 is written under `.tmp-…`, the manifest last, then renamed into place, so a crash leaves either
 the previous state or a complete new one. On resume the newest checkpoint whose files match its
 manifest wins; a truncated or corrupted one is skipped with a warning. Hashing costs one read of
-every file (≈1 s/GB) at save and at resume; it is what makes "newest valid" trustworthy.
+every file (≈1 s/GB) at save and at resume, on rank 0 only (it tells the other ranks its choice);
+it is what makes "newest valid" trustworthy.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tengine.errors import CheckpointError
 from tengine.files import sha256_file
@@ -58,11 +60,12 @@ def read_manifest(path: Path) -> dict:
 class CheckpointManager:
     def __init__(self, root: Path, *, keep_last: int = 2, keep_best: int = 1,
                  monitor: str = "val_loss", mode: str = "min", is_main: bool = True,
-                 barrier: Callable[[], None] = lambda: None):
+                 barrier: Callable[[], None] = lambda: None,
+                 broadcast: Callable[[Any], Any] = lambda obj: obj):
         self.root = Path(root)
         self.keep_last, self.keep_best = keep_last, keep_best
         self.monitor, self.mode = monitor, mode
-        self.is_main, self.barrier = is_main, barrier
+        self.is_main, self.barrier, self.broadcast = is_main, barrier, broadcast
 
     # --- saving ----------------------------------------------------------------------------
     def save(self, step: int, write: Callable[[Path], None], metrics: dict) -> Path:
@@ -111,7 +114,21 @@ class CheckpointManager:
         return None
 
     def resolve(self, resume: str) -> Path | None:
-        """The checkpoint to start from for `checkpoint.resume` (auto | never | PATH)."""
+        """The checkpoint to start from for `checkpoint.resume` (auto | never | PATH). Rank 0
+        alone reads and hashes the files; every rank gets its choice (or its error)."""
+        choice: tuple[str | None, str | None] = (None, None)  # (path, error)
+        if self.is_main:
+            try:
+                path = self._resolve(resume)
+                choice = (str(path) if path else None, None)
+            except CheckpointError as err:
+                choice = (None, str(err))
+        path, error = self.broadcast(choice)
+        if error:
+            raise CheckpointError(error)
+        return Path(path) if path else None
+
+    def _resolve(self, resume: str) -> Path | None:
         if resume == "never":
             return None
         if resume == "auto":

@@ -100,7 +100,7 @@ class Trainer:
         self.checkpoints = CheckpointManager(
             self.reporter.checkpoint_root, keep_last=ck.keep_last, keep_best=ck.keep_best,
             monitor=ck.monitor, mode=ck.mode, is_main=self.strategy.is_main,
-            barrier=self.strategy.barrier)
+            barrier=self.strategy.barrier, broadcast=self.strategy.broadcast)
         self.callbacks = [ProgressBar(progress_enabled(cfg.logging.progress_bar))]
         if cfg.logging.plots:
             self.callbacks.append(Plots(self.reporter.run_dir))

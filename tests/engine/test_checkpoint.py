@@ -102,3 +102,24 @@ def test_checkpoint_holds_the_full_training_state(tiny_config):
 
     optim = torch.load(f"{ckpt}/optim.pt", weights_only=True)
     assert optim["optimizer"]["state"] and optim["extra"]["scheduler"]["last_epoch"] == 6
+
+
+def test_only_rank_0_reads_checkpoints_to_choose_one(tmp_path, monkeypatch):
+    """Other ranks take rank 0's choice (or its error) instead of hashing every file again."""
+    import tengine.engine.checkpoint as ckpt
+
+    main = CheckpointManager(tmp_path)
+    main.save(1, _fake_write(b"x"), {})
+    told: list = []
+
+    def broadcast(choice):
+        told.append(choice)
+        return choice
+
+    assert CheckpointManager(tmp_path, broadcast=broadcast).resolve("auto").name == "step_00000001"
+    monkeypatch.setattr(ckpt, "verify", lambda path: pytest.fail("a non-main rank hashed files"))
+    other = CheckpointManager(tmp_path, is_main=False, broadcast=lambda _: told[-1])
+    assert other.resolve("auto").name == "step_00000001"
+    failing = CheckpointManager(tmp_path, is_main=False, broadcast=lambda _: (None, "bad path"))
+    with pytest.raises(CheckpointError, match="bad path"):
+        failing.resolve("/nope")

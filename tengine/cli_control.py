@@ -157,16 +157,21 @@ def _evaluate_target(args) -> dict[str, Any]:
 
 
 def jobs_wait(args):
-    """Block until the job ends; exit 0 when it SUCCEEDED, 1 otherwise."""
+    """Block until the job ends; exit 0 when it SUCCEEDED, 1 when it did not, 124 on --timeout."""
     from tengine.control.jobs import TERMINAL
 
     client = _client(args)
     deadline = time.monotonic() + args.timeout if args.timeout else None
-    while (job := client.jobs.get(args.id)).state not in TERMINAL:
+    job = client.jobs.get(args.id)  # an unknown id: exit 2 at once
+    while job.state not in TERMINAL:
         if deadline and time.monotonic() > deadline:
             print(f"{job.id} is still {job.state} after {args.timeout:g} s", file=sys.stderr)
-            return 1
+            return 124
         time.sleep(args.poll)
+        try:
+            job = client.jobs.get(args.id)
+        except client.transient:  # the control actor is restarting: ask again
+            continue
     if args.json:
         _out(args, job)
     else:
@@ -362,7 +367,8 @@ def add_commands(sub) -> None:
     p.add_argument("--type")
     cmd(jobs, "show", jobs_show, "a job with its transitions", "id")
     cmd(jobs, "logs", jobs_logs, "a job's log lines", "id")
-    p = cmd(jobs, "wait", jobs_wait, "wait for a job to end (exit 0 if it SUCCEEDED)", "id")
+    p = cmd(jobs, "wait", jobs_wait, "wait for a job to end (exit 0 if it SUCCEEDED, 1 if not, "
+            "124 on --timeout)", "id")
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="give up after this long")
     p.add_argument("--poll", type=float, default=2.0, metavar="SECONDS", help=argparse.SUPPRESS)
     p = cmd(jobs, "work", jobs_work, "run queued jobs in this process (no Ray needed)")

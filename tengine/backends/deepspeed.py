@@ -114,18 +114,30 @@ class DeepSpeedStrategy(ProcessGroupStrategy):
 
     def _load_resharded(self, directory: Path) -> dict[str, Any]:
         import shutil
+        import tempfile
         from argparse import Namespace
 
         from deepspeed.checkpoint.ds_to_universal import main as to_universal
 
-        universal = directory.parent / f".universal-{directory.name}"
+        made: tuple[str | None, str | None] = (None, None)  # (universal dir, error)
         if self.is_main:
-            shutil.rmtree(universal, ignore_errors=True)
-            # one process, no pool: this may itself run inside a worker process
-            to_universal(Namespace(input_folder=str(directory / TAG), output_folder=str(universal / TAG),
-                                   num_extract_workers=1, num_merge_workers=1, keep_temp_folder=False,
-                                   strict=True, inject_missing_state=True))
-        self.barrier()
+            try:
+                # one rank: a private temp dir (the checkpoint's own dir may be read-only);
+                # more: a unique sibling, on the storage every rank sees
+                out = tempfile.mkdtemp(prefix=f".universal-{directory.name}-",
+                                       dir=None if self.world_size == 1 else directory.parent)
+                # one process, no pool: this may itself run inside a worker process
+                to_universal(Namespace(input_folder=str(directory / TAG), output_folder=f"{out}/{TAG}",
+                                       num_extract_workers=1, num_merge_workers=1,
+                                       keep_temp_folder=False, strict=True, inject_missing_state=True))
+                made = (out, None)
+            except Exception as err:  # noqa: BLE001 — the other ranks must hear of it
+                made = (None, f"{type(err).__name__}: {err}")
+        out, error = self.broadcast(made)
+        if error:
+            raise RuntimeError(f"converting {directory} to DeepSpeed's universal checkpoint "
+                               f"failed: {error}")
+        universal = Path(out)
         # DeepSpeed reads this flag from its config at load time; it has no load argument for it
         self.engine._config.load_universal_checkpoint = True
         try:

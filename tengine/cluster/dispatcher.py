@@ -34,8 +34,8 @@ class RunnerActor:
         name = f"{PREFIX}{index}@{socket.gethostname()}:{os.getpid()}"
         self.runner = JobRunner(client, name, address=ray.get_runtime_context().gcs_address,
                                 ttl_s=ttl_s, heartbeat_s=heartbeat_s)
-        self.stop = threading.Event()
-        threading.Thread(target=self.runner.run, args=(self.stop,), daemon=True,
+        # runs until Ray kills the actor (`tengine control stop`)
+        threading.Thread(target=self.runner.run, args=(threading.Event(),), daemon=True,
                          name="tengine-runner").start()
 
     def status(self) -> dict[str, Any]:
@@ -50,10 +50,7 @@ def ensure_runners(count: int, control_name: str, ttl_s: float = 30.0, heartbeat
 
 
 def find_runners() -> list:
-    """The runner actors of this cluster (numbered from 0 without gaps, so: until one is missing)."""
-    runners = []
-    while True:
-        try:
-            runners.append(ray.get_actor(f"{PREFIX}{len(runners)}", namespace=NAMESPACE))
-        except ValueError:
-            return runners
+    """The runner actors of this cluster."""
+    names = sorted(a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
+                   if a["namespace"] == NAMESPACE and a["name"].startswith(PREFIX))
+    return [ray.get_actor(n, namespace=NAMESPACE) for n in names]

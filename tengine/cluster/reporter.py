@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tengine.engine.checkpoint import STEP_DIR, verify
+from tengine.engine.checkpoint import MANIFEST, STEP_DIR
 from tengine.engine.reporter import LocalReporter
 
 log = logging.getLogger("tengine")
@@ -45,28 +45,23 @@ class RayReporter(LocalReporter):
         ray.train.report(report, checkpoint=checkpoint, checkpoint_dir_name=path.name)
 
 
-def fetch_newest(checkpoint_root: Path) -> Path | None:
-    """Copy Ray's newest reported checkpoint into `checkpoint_root` unless a complete copy is
-    there; returns its local path (None when Ray has none). Call on one rank."""
+def fetch_newest(checkpoint_root: Path) -> None:
+    """Copy Ray's newest reported checkpoint into `checkpoint_root` when the run dir has no copy
+    of it (a new cluster, a lost disk). Not hashed here: resume (`auto`) verifies the newest
+    checkpoint against its manifest and falls back to an older one if it is bad. Call on one rank."""
     import ray.train
 
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
-        return None
+        return
     name = Path(checkpoint.path).name
     target = checkpoint_root / name
-    if not STEP_DIR.match(name) or verify(target) is None:
-        return target if STEP_DIR.match(name) else None
+    if not STEP_DIR.match(name) or (target / MANIFEST).is_file():
+        return  # not one of ours, or already here
     tmp = checkpoint_root / f".fetch-{name}"
     checkpoint_root.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(tmp, ignore_errors=True)
     checkpoint.to_directory(str(tmp))
-    reason = verify(tmp)
-    if reason is not None:
-        shutil.rmtree(tmp, ignore_errors=True)
-        log.warning("Ray's checkpoint %s is not usable (%s); not resuming from it", checkpoint.path, reason)
-        return None
-    shutil.rmtree(target, ignore_errors=True)
+    shutil.rmtree(target, ignore_errors=True)  # an incomplete copy without its manifest
     tmp.rename(target)
     log.info("fetched checkpoint %s from Ray storage %s", name, checkpoint.path)
-    return target

@@ -83,9 +83,7 @@ def run_train(ctx: JobContext) -> dict[str, Any]:
     run_dir = Path(ctx.job.config.get("run_dir")
                    or Path(cfg["logging"]["root"]) / f"{cfg['name']}-{ctx.job.id}")
     with tempfile.TemporaryDirectory(prefix="tengine-job-") as tmp:
-        cfg_file = Path(tmp) / "config.yaml"
-        cfg_file.write_text(json.dumps(cfg))  # JSON is YAML
-        _run_child(ctx, _train_command(ctx, cfg_file, run_dir))
+        _run_child(ctx, _train_command(ctx, _config_file(tmp, cfg), run_dir))
     summary = json.loads((run_dir / "summary.json").read_text())
     keep = ("status", "steps", "train_loss", "val_loss", "best_val_loss", "tokens_per_s",
             "restarts", "world_size", "best_checkpoint", "last_checkpoint")
@@ -118,8 +116,7 @@ def run_evaluate(ctx: JobContext) -> dict[str, Any]:
         raise JobFailed("an evaluate job needs `model` (a registered model) or `checkpoint`")
     with tempfile.TemporaryDirectory(prefix="tengine-job-") as tmp:
         if isinstance(conf.get("config"), dict):
-            cfg_file = Path(tmp) / "config.yaml"
-            cfg_file.write_text(json.dumps(conf["config"]))
+            cfg_file = _config_file(tmp, conf["config"])
         elif source and (Path(source) / "config.yaml").is_file():
             cfg_file = Path(source) / "config.yaml"  # the resolved config the run saved
         else:
@@ -133,6 +130,13 @@ def run_evaluate(ctx: JobContext) -> dict[str, Any]:
     ctx.log("evaluated " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if v is not None))
     return {"checkpoint": str(checkpoint), "step": record["step"], "metrics": metrics,
             **({"model": model} if model else {})}
+
+
+def _config_file(directory: str, cfg: dict) -> Path:
+    """The job's resolved config as a file for the child's command line (JSON is YAML)."""
+    path = Path(directory) / "config.yaml"
+    path.write_text(json.dumps(cfg))
+    return path
 
 
 def _train_command(ctx: JobContext, cfg_file: Path, run_dir: Path) -> list[str]:
@@ -178,13 +182,18 @@ def _run_child(ctx: JobContext, cmd: list[str], grace_s: float = 10.0) -> None:
     try:
         while proc.poll() is None:
             if ctx.cancelled.wait(0.5):
-                _kill_group(proc, grace_s)
-                ctx.log(f"stopped `{what}` (process group {proc.pid}): the job's lease is gone")
-                raise Cancelled
+                break
     except BaseException:  # Ctrl-C in `tengine jobs work`, or any error here: no orphan
         _kill_group(proc, grace_s)
         raise
-    reader.join(timeout=10)
+    finally:
+        if ctx.cancelled.is_set():
+            _kill_group(proc, grace_s)
+            ctx.log(f"stopped `{what}` (process group {proc.pid}): the job's lease is gone")
+        reader.join(timeout=10)
+        proc.stdout.close()
+    if ctx.cancelled.is_set():
+        raise Cancelled
     if proc.returncode != 0:
         errors = [line.removeprefix("tengine: error: ") for line in tail if "error" in line.lower()]
         raise JobFailed(f"`{what}` exited with code {proc.returncode}: "

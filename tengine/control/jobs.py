@@ -119,6 +119,11 @@ class JobQueue:
     def claim(self, runner: str, ttl_s: float = 30.0) -> Job | None:
         """Lease the best ready job to `runner`, or None."""
         now = self.clock()
+        if not self.store.read(  # an idle runner's poll: no write transaction when nothing is due
+                "SELECT 1 FROM jobs WHERE (state = ? AND not_before <= ?) OR (state = ? AND "
+                "lease_owner = ?) OR (state IN (?, ?) AND lease_expires < ?) LIMIT 1",
+                (PENDING, now, LEASED, runner, LEASED, RUNNING, now)):
+            return None
         with self.store.transaction() as db:
             self._expire(db, now)
             mine = db.execute("SELECT * FROM jobs WHERE state = ? AND lease_owner = ?",
@@ -140,14 +145,16 @@ class JobQueue:
     def start(self, job_id: str, runner: str) -> Job:
         return self._move(job_id, RUNNING, f"started by {runner}", runner=runner, done=(RUNNING,))
 
-    def heartbeat(self, job_id: str, runner: str, ttl_s: float = 30.0) -> Job:
+    def heartbeat(self, job_id: str, runner: str, ttl_s: float = 30.0,
+                  lines: list[str] | tuple[str, ...] = ()) -> None:
+        """Renew the lease; `lines` are the job's new log lines, kept in the same transaction."""
         now = self.clock()
         with self.store.transaction() as db:
             self._expire(db, now)
             self._owned(db, job_id, runner)
             db.execute("UPDATE jobs SET lease_expires = ?, updated = ? WHERE id = ?",
                        (now + ttl_s, now, job_id))
-        return self.get(job_id)
+            db.executemany("INSERT INTO job_logs VALUES (?,?,?)", [(job_id, now, x) for x in lines])
 
     def complete(self, job_id: str, runner: str, result: dict[str, Any] | None = None) -> Job:
         return self._move(job_id, SUCCEEDED, "succeeded", runner=runner, done=(SUCCEEDED,),
@@ -159,13 +166,11 @@ class JobQueue:
         with self.store.transaction() as db:
             self._expire(db, now)
             row = self._owned(db, job_id, runner, done=(PENDING, FAILED))
-            if row is None:  # a repeated call: the failure is recorded already
-                pass
-            elif row["attempts"] <= row["max_retries"]:
+            if row is not None and row["attempts"] <= row["max_retries"]:
                 delay = min(MAX_BACKOFF_S, 2.0 ** row["attempts"])
                 self._set(db, row, PENDING, f"attempt {row['attempts']} failed: {error}; retry in "
                           f"{delay:g} s", now, {"error": error, "not_before": now + delay})
-            else:
+            elif row is not None:  # (None: a repeated call, the failure is recorded already)
                 self._set(db, row, FAILED, f"failed: {error}", now, {"error": error})
         return self.get(job_id)
 

@@ -8,8 +8,9 @@
 Version numbers come from one `BEGIN IMMEDIATE` transaction (read max, insert), so concurrent
 registrations from many processes get 1..N with no gap and no duplicate. Versions never change
 after registration except their status (active → retired); an alias move is one transaction that
-also writes its audit row. A registration that names its job is made once per job: the job's
-runner may repeat the call after a lost reply, and gets the same version back.
+also writes its audit row. A registration that names its job is made once per job and artifact
+(sha256): the job's runner may repeat the call after a lost reply and gets the same version
+back, while a retried job that trained again registers its new model as a new version.
 """
 
 from __future__ import annotations
@@ -69,9 +70,9 @@ class ModelRegistry:
         if not isinstance(size, int) or size < 0:
             raise Invalid(f"size {size!r} must be a non-negative integer (bytes)")
         with self.store.transaction() as db:
-            if job_id is not None:  # a job registers its model once, however often it asks
-                same = db.execute("SELECT version FROM model_versions WHERE name = ? AND job_id = ?",
-                                  (name, job_id)).fetchone()
+            if job_id is not None:  # a job registers a trained model once, however often it asks
+                same = db.execute("SELECT version FROM model_versions WHERE name = ? AND job_id = ? "
+                                  "AND sha256 = ?", (name, job_id, sha256)).fetchone()
                 if same is not None:
                     return self.get(name, same[0])
             latest = db.execute("SELECT MAX(version) FROM model_versions WHERE name = ?",

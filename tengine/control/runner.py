@@ -7,13 +7,17 @@ On a cluster the dispatcher (`tengine/cluster/dispatcher.py`) hosts a few runner
 Ray actors; without Ray, `tengine jobs work` runs one in the calling process. The runner only
 talks to the control plane through its client, so it survives the control actor dying: a call
 that fails on the way (`client.transient`) is repeated until the actor is back, and the queue
-makes every repeated call harmless (see `jobs.py`). A job's work starts only after `start` was
-acknowledged, and its lease is renewed every `heartbeat_s`; a refused heartbeat (the job was
-cancelled, or its lease expired) stops the work at once, and the runner reports nothing more.
+makes every repeated call harmless (see `jobs.py`); executors get the same repeating client
+for their registry calls. A job's work starts only after `start` was acknowledged, and its lease
+is renewed every `heartbeat_s`, which also carries the job's new log lines. A refused heartbeat
+(the job was cancelled, or its lease expired) stops the work at once, and the runner reports
+nothing more. A runner that has not reached the control plane for half the lease TTL stops the
+work itself, so it is gone before the lease can expire and another runner take the job.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -54,7 +58,7 @@ class JobRunner:
         except Conflict:  # the lease ran out before the start (e.g. a long outage)
             return True
         self.current = job.id
-        ctx = JobContext(job, self.client, _LogBuffer(self, job.id), self.address)
+        ctx = JobContext(job, _Repeating(self._call, self.client), _LogBuffer(), self.address)
         finished = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(ctx, finished), daemon=True,
                                 name=f"heartbeat-{job.id}")
@@ -67,7 +71,11 @@ class JobRunner:
         finally:
             finished.set()
             beat.join()
-            ctx.log.flush(final=True)
+            if lines := ctx.log.take():
+                try:
+                    self._call(self.client.jobs.log, job.id, *lines)
+                except self.transient:
+                    log.warning("runner %s: %d log lines of %s lost", self.name, len(lines), job.id)
             self.current = None
         return True
 
@@ -100,14 +108,26 @@ class JobRunner:
             log.warning("runner %s: %s", self.name, err)
 
     def _heartbeat(self, ctx: JobContext, finished: threading.Event) -> None:
+        last_contact = time.monotonic()
         while not finished.wait(self.heartbeat_s):
-            ctx.log.flush()
+            lines = ctx.log.take()
             try:
-                self.client.jobs.heartbeat(ctx.job.id, self.name, self.ttl_s)
-            except self.transient:
-                continue  # the control plane is restarting; the lease still runs
+                self.client.jobs.heartbeat(ctx.job.id, self.name, self.ttl_s, lines)
+                last_contact = time.monotonic()
+                continue
             except Conflict as err:
                 log.warning("runner %s: stopping %s: %s", self.name, ctx.job.id, err)
+                ctx.cancelled.set()
+                return
+            except Exception as err:  # noqa: BLE001 — transient or not, the lease still runs
+                ctx.log.put_back(lines)
+                if not isinstance(err, self.transient):
+                    log.warning("runner %s: heartbeat of %s failed: %s", self.name, ctx.job.id, err)
+            silent = time.monotonic() - last_contact
+            if silent > self.ttl_s / 2:  # fence: stop before the lease can expire
+                log.warning("runner %s: no contact with the control plane for %.0f s: stopping %s",
+                            self.name, silent, ctx.job.id)
+                ctx.log(f"stopped: no contact with the control plane for {silent:.0f} s")
                 ctx.cancelled.set()
                 return
 
@@ -127,10 +147,9 @@ class JobRunner:
 
 
 class _LogBuffer:
-    """A job's log lines, sent to the control plane in batches (one call per heartbeat)."""
+    """A job's log lines, waiting for the next heartbeat to carry them."""
 
-    def __init__(self, runner: JobRunner, job_id: str):
-        self.runner, self.job_id = runner, job_id
+    def __init__(self):
         self.lines: list[str] = []
         self.lock = threading.Lock()
 
@@ -138,16 +157,27 @@ class _LogBuffer:
         with self.lock:
             self.lines.extend(lines)
 
-    def flush(self, final: bool = False) -> None:
+    def take(self) -> list[str]:
         with self.lock:
             lines, self.lines = self.lines, []
-        if not lines:
-            return
-        try:
-            if final:
-                self.runner._call(self.runner.client.jobs.log, self.job_id, *lines)
-            else:
-                self.runner.client.jobs.log(self.job_id, *lines)
-        except self.runner.transient:
-            with self.lock:  # keep them for the next flush
-                self.lines[:0] = lines
+        return lines
+
+    def put_back(self, lines: list[str]) -> None:
+        with self.lock:
+            self.lines[:0] = lines
+
+
+class _Repeating:
+    """The runner's client for executors: every call repeated while the control plane is
+    unreachable (a registration whose reply was lost is idempotent per job)."""
+
+    COMPONENTS = ("jobs", "schedules", "registry")
+
+    def __init__(self, call: Callable[..., Any], target: Any):
+        self._call, self._target = call, target
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._target, name)
+        if name in self.COMPONENTS:
+            return _Repeating(self._call, attr)
+        return lambda *args, **kwargs: self._call(functools.partial(attr, *args, **kwargs))

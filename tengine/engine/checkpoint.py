@@ -121,8 +121,9 @@ class CheckpointManager:
             try:
                 path = self._resolve(resume)
                 choice = (str(path) if path else None, None)
-            except CheckpointError as err:
-                choice = (None, str(err))
+            except Exception as err:  # noqa: BLE001 — every rank must learn it, or they hang
+                choice = (None, str(err) if isinstance(err, CheckpointError)
+                          else f"cannot read checkpoints in {self.root}: {type(err).__name__}: {err}")
         path, error = self.broadcast(choice)
         if error:
             raise CheckpointError(error)

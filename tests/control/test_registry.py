@@ -80,6 +80,8 @@ def test_a_job_registers_its_model_once(reg):
     again = reg.register("m", **_reg(job_id="job-1", size=999))  # its runner lost the reply
     other = reg.register("m", **_reg(job_id="job-2"))
     assert (first.version, again.version, again.size, other.version) == (1, 1, 123, 2)
+    retrained = reg.register("m", **_reg(job_id="job-1", sha256="ef" * 32))  # `jobs retry`
+    assert retrained.version == 3
 
 
 def test_lineage_follows_parents(reg):

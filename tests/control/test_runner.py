@@ -160,3 +160,21 @@ def test_ctrl_c_in_jobs_work_gives_the_running_job_back(tmp_path):
     back = client.jobs.get(job.id)
     assert back.state == "PENDING" and not record.exists()
     assert "the runner was interrupted" in client.jobs.events(job.id)[-1]["reason"]
+
+
+def test_a_runner_cut_off_from_the_control_plane_stops_its_work_before_the_lease_expires(tmp_path):
+    client = connect(store_uri=f"sqlite:///{tmp_path}/c.db")
+
+    def call(component, method, args, kwargs):
+        if method == "heartbeat":
+            raise LostReply("the control plane is unreachable")
+        return client._call(component, method, args, kwargs)
+
+    cut_off = ControlClient(call, client._status, "cut off", transient=(LostReply,))
+    record = tmp_path / "ran.txt"
+    job = client.jobs.submit("sleep", {"seconds": 30, "append_to": str(record)})
+    t0 = time.time()
+    assert JobRunner(cut_off, "r", ttl_s=2.0, heartbeat_s=0.1).run_one()
+    assert time.time() - t0 < 5 and not record.exists()  # stopped after ~ttl/2, not 30 s
+    assert client.jobs.get(job.id).state == "RUNNING"  # the plane decides: its lease will expire
+    assert any("no contact with the control plane" in line for line in client.jobs.logs(job.id))

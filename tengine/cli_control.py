@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from dataclasses import asdict, is_dataclass
@@ -179,6 +180,10 @@ def jobs_wait(args):
     return 0 if job.state == "SUCCEEDED" else 1
 
 
+def _interrupted(signum, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def jobs_work(args):
     """Run queued jobs in this process until interrupted (or, with --once, until none is ready)."""
     import socket
@@ -195,7 +200,10 @@ def jobs_work(args):
     runner = JobRunner(client, f"work-{socket.gethostname()}:{os.getpid()}", address=address)
     print(f"{runner.name} runs jobs from the {client.where} control plane; Ctrl-C to stop",
           file=sys.stderr)
-    if args.once:  # Ctrl-C stops the work and gives the job back to the queue (JobRunner)
+    # Ctrl-C, or SIGTERM (a service manager stopping us), stops the work and gives the job back
+    # to the queue (JobRunner.run_one)
+    signal.signal(signal.SIGTERM, _interrupted)
+    if args.once:
         while runner.run_one():
             pass
     else:

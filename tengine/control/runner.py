@@ -49,35 +49,41 @@ class JobRunner:
                 stop.wait(self.poll_s)
 
     def run_one(self) -> bool:
-        """Claim and run one job; False when none was ready."""
+        """Claim and run one job; False when none was ready. Interrupted (Ctrl-C, SIGTERM in
+        `tengine jobs work`) once it holds a job, it stops the work and gives the job back."""
         job = self._call(self.client.jobs.claim, self.name, self.ttl_s)
         if job is None:
             return False
         try:
-            job = self._call(self.client.jobs.start, job.id, self.name)
-        except Conflict:  # the lease ran out before the start (e.g. a long outage)
-            return True
+            try:
+                job = self._call(self.client.jobs.start, job.id, self.name)
+            except Conflict:  # the lease ran out before the start (e.g. a long outage)
+                return True
+            self._run(job)
+        except KeyboardInterrupt:
+            self._report(self.client.jobs.release, job.id, self.name, "the runner was interrupted")
+            raise
+        return True
+
+    def _run(self, job) -> None:
         self.current = job.id
         ctx = JobContext(job, _Repeating(self._call, self.client), _LogBuffer(), self.address)
         finished = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(ctx, finished), daemon=True,
                                 name=f"heartbeat-{job.id}")
-        beat.start()
         try:
+            beat.start()
             self._execute(ctx)
-        except KeyboardInterrupt:  # the runner stops mid-job (Ctrl-C): its work was stopped
-            self._report(self.client.jobs.release, job.id, self.name, "the runner was interrupted")
-            raise
         finally:
             finished.set()
-            beat.join()
+            if beat.is_alive():
+                beat.join()
             if lines := ctx.log.take():
                 try:
                     self._call(self.client.jobs.log, job.id, *lines)
                 except self.transient:
                     log.warning("runner %s: %d log lines of %s lost", self.name, len(lines), job.id)
             self.current = None
-        return True
 
     def _execute(self, ctx: JobContext) -> None:
         job = ctx.job

@@ -142,21 +142,33 @@ def test_cli_submits_a_train_job_that_a_local_worker_runs_and_registers_then_eva
     assert done.result["metrics"]["val_loss"] == pytest.approx(job.result["summary"]["val_loss"], abs=1e-6)
 
 
-def test_ctrl_c_in_jobs_work_gives_the_running_job_back(tmp_path):
+def _default_sigint() -> None:
+    """As in a terminal: a harness that started us in the background may ignore SIGINT, and a
+    child inherits that (then Python installs no KeyboardInterrupt handler)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_in_jobs_work_gives_the_running_job_back(tmp_path, sig):
     store = f"sqlite:///{tmp_path}/c.db"
     client = connect(store_uri=store)
     record = tmp_path / "ran.txt"
     job = client.jobs.submit("sleep", {"seconds": 60, "append_to": str(record)})
-    work = subprocess.Popen([sys.executable, "-m", "tengine", "jobs", "work", "--store", store],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    output = tmp_path / "work.log"  # a file, not a pipe nobody reads while we wait
+    with output.open("w") as out:
+        work = subprocess.Popen([sys.executable, "-m", "tengine", "jobs", "work", "--store", store],
+                                cwd=REPO, stdout=out, stderr=subprocess.STDOUT, text=True,
+                                preexec_fn=_default_sigint)
     try:
         deadline = time.time() + 60
         while client.jobs.get(job.id).state != "RUNNING" and time.time() < deadline:
             time.sleep(0.1)
-        work.send_signal(signal.SIGINT)
-        assert work.wait(timeout=30) == 130
+        assert client.jobs.get(job.id).state == "RUNNING", output.read_text()[-3000:]
+        work.send_signal(sig)
+        assert work.wait(timeout=30) == 130, output.read_text()[-3000:]
     finally:
         work.kill()
+        work.wait()
     back = client.jobs.get(job.id)
     assert back.state == "PENDING" and not record.exists()
     assert "the runner was interrupted" in client.jobs.events(job.id)[-1]["reason"]

@@ -120,20 +120,20 @@ class ModelRegistry:
                        (name, alias, old[0], None, self.clock(), by, reason))
 
     def retire_model(self, name: str, version: int) -> ModelVersion:
-        with self.store.transaction() as db:
-            self._row(db, name, version)
-            self._refuse_if_aliased(db, name, version, "retire")
-            db.execute("UPDATE model_versions SET status = 'retired' WHERE name = ? AND version = ?",
-                       (name, version))
+        self._set_status(name, version, "retired", "retire")
         return self.get(name, version)
 
     def delete_model(self, name: str, version: int) -> None:
         """Delete one version's record (never the number: later versions keep counting up)."""
+        self._set_status(name, version, "deleted", "delete")
+
+    def _set_status(self, name: str, version: int, status: str, action: str) -> None:
+        """Retire or delete: refused while an alias points at the version."""
         with self.store.transaction() as db:
             self._row(db, name, version)
-            self._refuse_if_aliased(db, name, version, "delete")
-            db.execute("UPDATE model_versions SET status = 'deleted' WHERE name = ? AND version = ?",
-                       (name, version))
+            self._refuse_if_aliased(db, name, version, action)
+            db.execute("UPDATE model_versions SET status = ? WHERE name = ? AND version = ?",
+                       (status, name, version))
 
     # --- reading -----------------------------------------------------------------------------
     def get(self, name: str, ref: int | str) -> ModelVersion:

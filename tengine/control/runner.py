@@ -137,10 +137,10 @@ class JobRunner:
                 ctx.cancelled.set()
                 return
 
-    def _call(self, fn: Callable, *args: Any, patience_s: float | None = None) -> Any:
-        """`fn(*args)`, repeated while the control plane is unreachable (for up to
-        `patience_s`, default twice the lease TTL)."""
-        deadline = time.monotonic() + (patience_s or 2 * self.ttl_s)
+    def _call(self, fn: Callable, *args: Any) -> Any:
+        """`fn(*args)`, repeated while the control plane is unreachable (for up to twice the
+        lease TTL)."""
+        deadline = time.monotonic() + 2 * self.ttl_s
         delay = 0.1
         while True:
             try:

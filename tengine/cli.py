@@ -5,6 +5,7 @@
     tengine evaluate RUN/config.yaml --checkpoint RUN/checkpoints/step_00000100 [--json]
     tengine config show CONFIG [--set ...]        # the resolved config as YAML
     tengine config validate CONFIG [--set ...]    # exit 0 if it can run, 2 with one line per problem
+    tengine sweep SWEEP.yaml [--dry-run] [--register NAME]   # Ray Tune sweep (cli_sweep.py)
 
 User errors print one line per problem (no traceback) and exit 2; a run that fails during work
 exits 1 with its message.
@@ -152,7 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
 
     from tengine.cli_control import add_commands
+    from tengine.cli_sweep import add_commands as add_sweep_commands
 
+    add_sweep_commands(sub)
     add_commands(sub)
     return parser
 

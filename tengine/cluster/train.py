@@ -55,11 +55,11 @@ def _train_worker(loop_config: dict) -> None:
         starts.write_text(str(int(starts.read_text() or 0) + 1 if restarted else 1))
     if restarted:
         cfg = cfg.model_copy(update={"checkpoint": cfg.checkpoint.model_copy(update={"resume": "auto"})})
-    reporter = None
-    if cfg.distributed.storage_path:  # a durable copy of each checkpoint in Ray's storage
-        reporter = RayReporter(run_dir, is_main=rank == 0, monitor=cfg.checkpoint.monitor,
-                               mode=cfg.checkpoint.mode)
-        if cfg.checkpoint.resume == "auto" and rank == 0:
+    durable = bool(cfg.distributed.storage_path)  # a copy of each checkpoint in Ray's storage
+    reporter = RayReporter(run_dir, is_main=rank == 0, monitor=cfg.checkpoint.monitor,
+                           mode=cfg.checkpoint.mode, durable=durable)
+    if durable and cfg.checkpoint.resume == "auto":
+        if rank == 0:
             fetch_newest(reporter.checkpoint_root)
         barrier()
     run(cfg, run_dir=str(run_dir), reporter=reporter)
@@ -141,7 +141,10 @@ def _bf16_problem() -> list[str]:
 
 
 def fit(cfg: TengineConfig, run_dir: str | Path | None = None, workers: int | None = None,
-        gpus_per_worker: float | None = None, address: str | None = None) -> dict[str, Any]:
+        gpus_per_worker: float | None = None, address: str | None = None,
+        name: str | None = None, callbacks: list | None = None) -> dict[str, Any]:
+    """Train `cfg` on Ray Train workers. `name` is the Ray Train run name (default: the run dir's
+    name; a sweep trial passes its trial id); `callbacks` are Ray Train UserCallbacks."""
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -175,8 +178,9 @@ def fit(cfg: TengineConfig, run_dir: str | Path | None = None, workers: int | No
             scaling_config=ScalingConfig(num_workers=workers, use_gpu=bool(gpus),
                                          resources_per_worker=resources),
             run_config=RunConfig(
-                name=run_dir.name, storage_path=storage_uri(storage), checkpoint_config=kept,
-                failure_config=FailureConfig(max_failures=cfg.distributed.max_failures)),
+                name=name or run_dir.name, storage_path=storage_uri(storage), checkpoint_config=kept,
+                failure_config=FailureConfig(max_failures=cfg.distributed.max_failures),
+                callbacks=callbacks or []),
         )
         trainer.fit()
     except TengineError:

@@ -81,22 +81,27 @@ def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
             value = raw
-        node = data
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"--set {key}: '{part}' is a value, not a section")
-            node = child
-        node[parts[-1]] = value
+        set_value(data, key.strip(), value, what=f"--set {key}")
     return data
+
+
+def set_value(data: dict, dotted: str, value, what: str | None = None) -> None:
+    """Set `a.b.c` in a nested mapping in place, creating sections on the way."""
+    node = data
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{what or dotted}: '{part}' is a value, not a section")
+        node = child
+    node[parts[-1]] = value
 
 
 def validate(data: dict) -> TengineConfig:
     try:
         return TengineConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError([_describe(e) for e in err.errors()]) from None
+        raise ConfigError([describe_error(e) for e in err.errors()]) from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
@@ -112,9 +117,9 @@ def to_yaml(cfg: TengineConfig) -> str:
 
 # --- error messages -------------------------------------------------------------------------
 
-def _fields_at(loc: tuple) -> list[str]:
+def _fields_at(loc: tuple, root: type[BaseModel] = TengineConfig) -> list[str]:
     """Field names valid at a location (for "did you mean" on unknown keys)."""
-    model: type[BaseModel] | None = TengineConfig
+    model: type[BaseModel] | None = root
     for part in loc:
         field = model.model_fields.get(part) if model else None
         ann = getattr(field, "annotation", None)
@@ -122,13 +127,14 @@ def _fields_at(loc: tuple) -> list[str]:
     return list(model.model_fields) if model else []
 
 
-def _describe(e: dict) -> str:
+def describe_error(e: dict, root: type[BaseModel] = TengineConfig) -> str:
+    """One line for one pydantic error: the field path, the bad value and what is allowed."""
     loc = tuple(p for p in e["loc"] if isinstance(p, str))
     path = ".".join(str(p) for p in e["loc"]) or "(config)"
     value = e.get("input")
     kind = e["type"]
     if kind == "extra_forbidden":
-        valid = _fields_at(loc[:-1])
+        valid = _fields_at(loc[:-1], root)
         return (f"{path}: unknown key{did_you_mean(loc[-1], valid)}; "
                 f"valid keys here: {', '.join(valid)}")
     if kind == "missing":

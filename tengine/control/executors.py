@@ -12,14 +12,15 @@ the runner down, and cancel kills the child's whole process group: with its driv
 stops the training workers. The child also dies with the runner thread that started it
 (Linux `PR_SET_PDEATHSIG`), so a dead runner leaves no training behind that a retry could race.
 `evaluate` runs `python -m tengine evaluate` the same way on a registered model version (or a
-checkpoint path). `sweep` and `export` have no executor yet: such a job fails with a message
-that says so.
+checkpoint path). `sweep` runs `python -m tengine sweep` on the job's sweep file (resuming its
+own sweep dir when retried) and returns the best trial. `export` has no executor yet: such a
+job fails with a message that says so.
 """
 
 from __future__ import annotations
 
 import collections
-import hashlib
+import dataclasses
 import json
 import os
 import signal
@@ -34,7 +35,7 @@ from typing import Any
 
 from tengine.control.jobs import Job
 from tengine.errors import NotFound, TengineError
-from tengine.files import sha256_file
+from tengine.files import checkpoint_identity, config_hash
 from tengine.registry import Registry
 
 
@@ -132,6 +133,35 @@ def run_evaluate(ctx: JobContext) -> dict[str, Any]:
             **({"model": model} if model else {})}
 
 
+@EXECUTORS.register("sweep")
+def run_sweep_job(ctx: JobContext) -> dict[str, Any]:
+    """`sweep_file` (an absolute path the runner can read), `overrides` for the sweep file
+    (`tengine jobs submit` makes its `root` absolute), `register` (the best trial's model name)."""
+    conf = ctx.job.config
+    if not conf.get("sweep_file"):
+        raise JobFailed("a sweep job needs `sweep_file`; submit it with `tengine jobs submit "
+                        "SWEEP.yaml --type sweep`")
+    cmd = [sys.executable, "-m", "tengine", "sweep", conf["sweep_file"], "--json"]
+    for item in conf.get("overrides", []):
+        cmd += ["--set", item]
+    if conf.get("register"):
+        cmd += ["--register", conf["register"]]
+    if ctx.address:
+        cmd += ["--address", ctx.address]
+    lines: list[str] = []
+
+    def keep(*logged: str) -> None:  # the job log, and the report's JSON line for the result
+        lines.extend(logged)
+        ctx.log(*logged)
+
+    _run_child(dataclasses.replace(ctx, log=keep), cmd)
+    report = json.loads(next(line for line in reversed(lines) if line.startswith("{")))
+    best = report.get("best") or {}
+    return {"sweep_dir": report["sweep_dir"], "trials": len(report["trials"]),
+            "counts": report["counts"], "best": {k: best.get(k) for k in ("trial", "params", "best")},
+            **({"model": report["model"]} if report.get("model") else {})}
+
+
 def _config_file(directory: str, cfg: dict) -> Path:
     """The job's resolved config as a file for the child's command line (JSON is YAML)."""
     path = Path(directory) / "config.yaml"
@@ -220,18 +250,15 @@ def _register(ctx: JobContext, name: str, cfg: dict, summary: dict, run_dir: Pat
     checkpoint = summary.get("best_checkpoint") or summary.get("last_checkpoint")
     if not checkpoint:
         raise JobFailed(f"cannot register '{name}': the run wrote no checkpoint ({run_dir})")
-    manifest_file = Path(checkpoint) / "manifest.json"
-    manifest = json.loads(manifest_file.read_text())
-    size = manifest_file.stat().st_size + sum(f["size"] for f in manifest["files"].values())
+    sha256, size = checkpoint_identity(Path(checkpoint))
     metrics = {k: summary[k] for k in ("val_loss", "train_loss", "best_val_loss")
                if isinstance(summary.get(k), (int, float))}
-    config_hash = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()
     parent = None
     if ctx.job.type == "retrain":
         parent = _current_version(ctx, name, ctx.job.config.get("parent_alias", "production"))
     version = ctx.client.registry.register(
-        name, artifact_uri=str(checkpoint), sha256=sha256_file(manifest_file), size=size,
-        metrics=metrics, config_hash=config_hash, source_run=str(run_dir), job_id=ctx.job.id,
+        name, artifact_uri=str(checkpoint), sha256=sha256, size=size,
+        metrics=metrics, config_hash=config_hash(cfg), source_run=str(run_dir), job_id=ctx.job.id,
         parent_version=parent, tags={"job_type": ctx.job.type})
     ctx.log(f"registered {name} v{version.version} ({checkpoint}, sha256 {version.sha256[:12]}…)")
     return {"name": name, "version": version.version, "sha256": version.sha256}

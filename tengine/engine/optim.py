@@ -27,8 +27,9 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
                 no_decay.add(id(p))
     params = [p for p in model.parameters() if p.requires_grad]  # unique: tied weights once
     return [
-        {"params": [p for p in params if id(p) not in no_decay], "weight_decay": weight_decay},
-        {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0},
+        {"params": [p for p in params if id(p) not in no_decay], "weight_decay": weight_decay,
+         "decayed": True},
+        {"params": [p for p in params if id(p) in no_decay], "weight_decay": 0.0, "decayed": False},
     ]
 
 
@@ -53,3 +54,22 @@ def lr_factor(step: int, total: int, cfg: ScheduleConfig) -> float:
 
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: ScheduleConfig, total_steps: int) -> LambdaLR:
     return LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, cfg))
+
+
+def apply_hyperparameters(optimizer: torch.optim.Optimizer, scheduler: LambdaLR,
+                          cfg: OptimConfig) -> None:
+    """Make the optimizer and schedule use `cfg`'s hyperparameters after a restore.
+
+    Loading an optimizer's state dict also loads the lr, betas, eps and weight decay it was saved
+    with, and the schedule's base lr: a run that resumes another run's checkpoint with a new
+    config (a PBT exploit, a `--set optim.lr=…` resume) would silently train with the old values.
+    The config is the source of truth for hyperparameters; the checkpoint only for state (weights,
+    moments, step). With the config the checkpoint was saved with this changes nothing."""
+    factor = scheduler.lr_lambdas[0](scheduler.last_epoch)
+    scheduler.base_lrs = [cfg.lr for _ in optimizer.param_groups]
+    for i, group in enumerate(optimizer.param_groups):
+        group["initial_lr"], group["lr"] = cfg.lr, cfg.lr * factor
+        group["betas"], group["eps"] = tuple(cfg.betas), cfg.eps
+        if group.get("decayed", i == 0):  # the no-decay group (second) stays at 0
+            group["weight_decay"] = cfg.weight_decay
+    scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]

@@ -1,8 +1,9 @@
 """The Reporter seam: where metrics records, checkpoints and the summary go.
 
 `LocalReporter(run_dir)` appends records to `run_dir/metrics.jsonl`, keeps checkpoints under
-`run_dir/checkpoints/` and writes `summary.json`; only rank 0 writes. A Ray reporter (in
-`tengine.cluster`) implements the same three calls on top of `ray.train.report`.
+`run_dir/checkpoints/` and writes `summary.json`; only rank 0 writes. `SchedulerReporter` adds
+one report per evaluation or checkpoint for a scheduler that watches the run (Ray Train, Ray
+Tune: in `tengine.cluster`).
 """
 
 from __future__ import annotations
@@ -70,6 +71,55 @@ class LocalReporter(Reporter):
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             write_json(self.run_dir / "summary.json", summary)
+
+
+REPORTED = ("val_loss", "val_ppl", "val_accuracy")
+
+
+class SchedulerReporter(LocalReporter):
+    """The local files plus `emit(metrics, checkpoint)` at every evaluation and every checkpoint.
+
+    An evaluation and the checkpoint saved right after it at the same step go out as one report
+    (the scheduler must see the checkpoint with the metric, or PBT would clone an older one): the
+    eval is held until the next record, checkpoint or the end of the run, whichever comes first,
+    so a report is late by at most `log_every_n_steps` steps. Every report has `step` (the one
+    axis schedulers count budgets in), the val metrics of that step if it was evaluated, the
+    latest `train_loss` and `lr`. Runs on every rank (a Ray Train report is a collective)."""
+
+    def __init__(self, run_dir: str | Path, is_main: bool = True):
+        super().__init__(run_dir, is_main=is_main)
+        self._pending: dict[str, Any] | None = None
+        self._train: dict[str, Any] = {}
+
+    def emit(self, metrics: dict[str, Any], checkpoint: Path | None) -> None:
+        raise NotImplementedError
+
+    def log(self, record: dict[str, Any]) -> None:
+        super().log(record)
+        if self._pending is not None and record.get("step") != self._pending["step"]:
+            self._flush()
+        if record.get("split") == "train":
+            self._train = {"train_loss": record.get("loss"), "lr": record.get("lr")}
+        elif record.get("split") == "val":
+            self._pending = {"step": record["step"], "epoch": record.get("epoch"),
+                             **{k: record[k] for k in REPORTED if record.get(k) is not None}}
+
+    def checkpoint_saved(self, path: Path, metrics: dict[str, Any]) -> None:
+        from tengine.engine.checkpoint import STEP_DIR
+
+        step = int(STEP_DIR.match(path.name).group(1))
+        base = self._pending if self._pending and self._pending["step"] == step else {"step": step}
+        self._pending = None
+        self.emit(_clean({**base, **self._train, "checkpoint_step": step}), path)
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        self._flush()
+        super().finish(summary)
+
+    def _flush(self) -> None:
+        if self._pending is not None:
+            report, self._pending = {**self._pending, **self._train}, None
+            self.emit(_clean(report), None)
 
 
 class MemoryReporter(Reporter):

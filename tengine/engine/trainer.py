@@ -40,7 +40,7 @@ from tengine.engine.envinfo import environment
 from tengine.engine.gradients import GradientMonitor, StepHealth
 from tengine.engine.losses import LossOutput, LossStrategy, build_loss
 from tengine.engine.metrics import Accumulator, MetricsEngine, batch_tokens
-from tengine.engine.optim import build_optimizer, build_scheduler
+from tengine.engine.optim import apply_hyperparameters, build_optimizer, build_scheduler
 from tengine.engine.reporter import LocalReporter, Reporter, write_json
 from tengine.engine.seeding import rng_state, seed_everything, set_rng_state
 from tengine.errors import CheckpointError, DataError
@@ -160,7 +160,9 @@ class Trainer:
                     status = "halted"
                     break
         except BaseException as err:  # record why the run ended, then let the error through
-            status = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+            # SystemExit: the process was told to end the run (a sweep scheduler stopping a trial)
+            status = ("interrupted" if isinstance(err, KeyboardInterrupt)
+                      else "stopped" if isinstance(err, SystemExit) else "failed")
             try:
                 self._write_summary(status, error=f"{type(err).__name__}: {err}")
             except Exception:  # noqa: BLE001 — never mask the original error
@@ -276,6 +278,9 @@ class Trainer:
         self.strategy.barrier()
         if self.resumed_from is not None:
             self._restore(self.resumed_from)
+            # where a run continued from, in its own record (PBT: the donor's checkpoint)
+            self.reporter.log({"split": "resume", "step": self.state.step,
+                               "from": str(self.resumed_from)})
             if self.state.step >= self.max_steps:
                 log.warning("checkpoint %s is at step %d, max_steps is %d: nothing left to train",
                             self.resumed_from, self.state.step, self.max_steps)
@@ -294,6 +299,7 @@ class Trainer:
                 f"resume with {saved_world} workers (ddp and fsdp checkpoints reshard)")
         extra = self.strategy.load(path)
         self.scheduler.load_state_dict(extra["scheduler"])
+        apply_hyperparameters(self.strategy.optimizer, self.scheduler, self.cfg.optim)
         rng_file = path / f"rng_rank{self.strategy.rank}.pt"
         if rng_file.is_file():
             set_rng_state(torch.load(rng_file, weights_only=True))

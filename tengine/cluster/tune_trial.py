@@ -1,0 +1,116 @@
+"""One sweep trial: a real engine run, in the trial process or on Ray Train workers.
+
+`run_trial(params, plan=…)` is the Tune function trainable. Its run dir is
+`<sweep dir>/trials/<trial id>` (no timestamps: a restored sweep finds it again), where it also
+leaves `trial.json` (id and current params) and `starts.jsonl` (one line per start, with what it
+resumed from). It starts from, in order: the checkpoint Tune hands it (a PBT donor's, or its own
+after a restore), else the newest valid checkpoint of its own run dir, else step 0. Restoring
+loads weights, optimizer moments, step and data position; the trial's own (mutated)
+hyperparameters then replace the donor's (`engine.optim.apply_hyperparameters`).
+
+- 0 workers: `engine.run` in this process, with `TuneReporter` reporting every evaluation and
+  checkpoint to Tune (a checkpoint goes to Tune's storage only when PBT needs it).
+- N workers: this process drives a `TorchTrainer` (`cluster.train.fit`) named after the trial.
+  Train workers report to Ray Train; `_Relay`, a Train callback in the Train controller, passes
+  each report through a Ray queue to this process, which reports it to Tune. The TorchTrainer
+  and its workers are owned by this process: when Tune stops or pauses the trial, Ray ends them
+  and frees their placement group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from tengine.engine.reporter import SchedulerReporter
+from tengine.sweep.spec import PbtConfig, SweepPlan
+
+TRIALS = "trials"
+
+
+class TuneReporter(SchedulerReporter):
+    def __init__(self, run_dir: str | Path, with_checkpoints: bool):
+        super().__init__(run_dir, is_main=True)
+        self.with_checkpoints = with_checkpoints
+
+    def emit(self, metrics: dict[str, Any], checkpoint: Path | None) -> None:
+        report = {k: v for k, v in metrics.items() if v is not None}
+        keep = checkpoint is not None and self.with_checkpoints
+        tune.report(report, checkpoint=tune.Checkpoint.from_directory(str(checkpoint)) if keep else None)
+
+
+def trial_dir(plan: SweepPlan, trial_id: str) -> Path:
+    return plan.sweep_dir / TRIALS / trial_id
+
+
+def run_trial(params: dict[str, Any], plan: SweepPlan) -> None:
+    os.chdir(plan.workdir)  # Tune starts trials in their own dir; the configs' paths start here
+    trial_id = tune.get_context().get_trial_id()
+    run_dir = trial_dir(plan, trial_id)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    given = tune.get_checkpoint()
+    with given.as_directory() if given else contextlib.nullcontext(None) as start:
+        resume = start or "auto"
+        cfg = plan.trial_config(params, run_dir)
+        cfg = cfg.model_copy(update={"checkpoint": cfg.checkpoint.model_copy(update={"resume": str(resume)})})
+        (run_dir / "trial.json").write_text(json.dumps({"trial_id": trial_id, "params": params}))
+        with (run_dir / "starts.jsonl").open("a") as fh:
+            fh.write(json.dumps({"time": time.time(), "params": params,
+                                 "resume": str(resume)}) + "\n")
+        pbt = isinstance(plan.spec.scheduler, PbtConfig)
+        if plan.resources.workers == 0:
+            from tengine.engine import run
+
+            run(cfg, reporter=TuneReporter(run_dir, with_checkpoints=pbt), run_dir=str(run_dir))
+        else:
+            _fit_on_workers(cfg, run_dir, trial_id, with_checkpoints=pbt)
+
+
+def _fit_on_workers(cfg, run_dir: Path, trial_id: str, with_checkpoints: bool) -> None:
+    from ray.util.queue import Empty, Queue
+
+    from tengine.cluster.train import fit
+
+    queue = Queue(maxsize=1, actor_options={"num_cpus": 0})
+    outcome: dict[str, Any] = {}
+
+    def train() -> None:
+        try:
+            fit(cfg, run_dir=run_dir, name=trial_id, callbacks=[_relay(queue)])
+        except BaseException as err:  # noqa: BLE001 — re-raised in the trial's thread below
+            outcome["error"] = err
+
+    thread = threading.Thread(target=train, name=f"train-{trial_id}", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive() or not queue.empty():
+            try:
+                metrics = queue.get(timeout=0.5)
+            except Empty:
+                continue
+            path = metrics.get("tengine_checkpoint")
+            keep = with_checkpoints and path
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(path) if keep else None)
+    finally:
+        queue.shutdown(force=True)
+    if "error" in outcome:
+        raise outcome["error"]
+
+
+def _relay(queue):
+    """A Ray Train callback (runs in the Train controller) that hands rank 0's report to `queue`;
+    the queue holds one report, so Train waits until Tune has seen the last one."""
+    from ray.train.v2.api.callback import UserCallback
+
+    class Relay(UserCallback):
+        def after_report(self, run_context, metrics: list[dict], checkpoint) -> None:
+            queue.put(dict(metrics[0]))
+
+    return Relay()

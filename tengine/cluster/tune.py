@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 from ray import tune
@@ -127,8 +126,10 @@ def run_sweep(plan: SweepPlan, address: str | None = None) -> dict[str, Any]:
 
         join_cluster(address, namespace=None, log_to_driver=True, configure_logging=False)
     elif started_here:
-        ray.init(address="local", log_to_driver=True, configure_logging=False,
-                 include_dashboard=False)
+        # with the dashboard: Ray Train's PlacementGroupCleaner asks the State API (served by
+        # it) whether a stopped trial's TorchTrainer is gone; without it the trial's placement
+        # group outlives the trial and the next Train trial waits for CPUs forever
+        ray.init(address="local", log_to_driver=True, configure_logging=False)
     try:
         concurrency = check_resources(plan, ray.cluster_resources(), embedded=not address)
         sweep_dir = plan.sweep_dir

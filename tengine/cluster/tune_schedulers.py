@@ -58,9 +58,14 @@ class LoggedASHA(AsyncHyperBandScheduler):
 
 
 class LoggedPBT(PopulationBasedTraining):
-    def __init__(self, decisions: str, **kwargs: Any):
+    def __init__(self, decisions: str, max_steps: int, **kwargs: Any):
         super().__init__(**kwargs)
-        self._decisions = decisions
+        self._decisions, self._max_steps = decisions, max_steps
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        if result.get(STEP, 0) >= self._max_steps:  # the run's end: nothing left to continue
+            return TrialScheduler.CONTINUE
+        return super().on_trial_result(tune_controller, trial, result)
 
     def _exploit(self, tune_controller, trial, trial_to_clone) -> None:
         own, donor = self._trial_state[trial], self._trial_state[trial_to_clone]
@@ -106,7 +111,7 @@ def build_scheduler(plan: SweepPlan, decisions: Path):
     if isinstance(sched, PbtConfig):
         mutations = sched.mutations or plan.spec.space
         return LoggedPBT(
-            str(decisions), time_attr=STEP, perturbation_interval=sched.interval_steps,
+            str(decisions), plan.max_steps, time_attr=STEP, perturbation_interval=sched.interval_steps,
             quantile_fraction=sched.quantile, resample_probability=sched.resample_probability,
             hyperparam_mutations={p: (list(d.args) if d.kind in ("choice", "grid") else tune_domain(d))
                                   for p, d in mutations.items()})

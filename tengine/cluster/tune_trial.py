@@ -56,6 +56,8 @@ def run_trial(params: dict[str, Any], plan: SweepPlan) -> None:
     run_dir = trial_dir(plan, trial_id)
     run_dir.mkdir(parents=True, exist_ok=True)
     given = tune.get_checkpoint()
+    if _report_if_completed(run_dir, plan, given):
+        return  # Tune restarted a trial that had ended (a restored sweep): never train it twice
     with given.as_directory() if given else contextlib.nullcontext(None) as start:
         resume = start or "auto"
         cfg = plan.trial_config(params, run_dir)
@@ -65,12 +67,41 @@ def run_trial(params: dict[str, Any], plan: SweepPlan) -> None:
             fh.write(json.dumps({"time": time.time(), "params": params,
                                  "resume": str(resume)}) + "\n")
         pbt = isinstance(plan.spec.scheduler, PbtConfig)
-        if plan.resources.workers == 0:
+        if plan.run_fn is not None:  # run_grid_sweep(..., run_fn): the caller's own run
+            result = plan.run_fn(cfg) or {}
+            tune.report({"step": result.get("steps", 0), **{
+                k: v for k, v in result.items() if isinstance(v, (int, float)) and v == v}})
+        elif plan.resources.workers == 0:
             from tengine.engine import run
 
             run(cfg, reporter=TuneReporter(run_dir, with_checkpoints=pbt), run_dir=str(run_dir))
         else:
             _fit_on_workers(cfg, run_dir, trial_id, with_checkpoints=pbt)
+
+
+def _report_if_completed(run_dir: Path, plan: SweepPlan, given) -> bool:
+    """A trial whose run completed before (the driver died before Tune saved its end, or Tune
+    restarts it from its own final checkpoint) reports its last evaluation again and is done. A
+    checkpoint from before the end (a PBT donor's) means: train."""
+    summary_file = run_dir / "summary.json"
+    if not summary_file.is_file():
+        return False
+    summary = json.loads(summary_file.read_text())
+    if summary.get("status") != "completed" or summary.get("steps") != summary.get("max_steps"):
+        return False
+    if given is not None:
+        with given.as_directory() as path:
+            manifest = Path(path) / "manifest.json"
+            if not manifest.is_file() or json.loads(manifest.read_text())["step"] < summary["steps"]:
+                return False
+    from tengine.engine.callbacks import read_metrics
+    from tengine.engine.reporter import REPORTED
+
+    last = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("split") == "val"]
+    report = {"step": summary["steps"], "train_loss": summary.get("train_loss"),
+              **{k: last[-1][k] for k in REPORTED if last and last[-1].get(k) is not None}}
+    tune.report({k: v for k, v in report.items() if v is not None})
+    return True
 
 
 def _fit_on_workers(cfg, run_dir: Path, trial_id: str, with_checkpoints: bool) -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -48,7 +49,6 @@ from tengine.registry import did_you_mean
 DOMAIN_KINDS = ("loguniform", "uniform", "randint", "choice", "grid")
 # what the engine reports at an evaluation (val_*) or a train log (train_loss)
 REPORTED_METRICS = {"val_loss": "min", "val_ppl": "min", "val_accuracy": "max", "train_loss": "min"}
-ACCURACY_TASKS = ("classification", "vision_classification", "segmentation", "multilabel")
 
 
 class Domain(BaseModel):
@@ -184,6 +184,7 @@ class SweepPlan:
     resources: Resources
     max_steps: int
     workdir: Path  # the driver's working directory: relative paths of the configs start here
+    run_fn: Callable[[TengineConfig], dict] | None = None  # None = engine.run (run_grid_sweep's hook)
 
     @property
     def name(self) -> str:
@@ -199,8 +200,9 @@ class SweepPlan:
             set_value(data, path, value, what=f"space.{path}")
         for path, value in self._resource_fields().items():
             set_value(data, path, value)
-        cfg = validate(data)
-        return cfg.model_copy(update={"name": Path(run_dir).name})
+        set_value(data, "name", Path(run_dir).name)
+        set_value(data, "logging.root", str(Path(run_dir).parent))  # cfg.run_dir() is run_dir
+        return validate(data)
 
     def _resource_fields(self) -> dict[str, Any]:
         r, backend = self.resources, self.base.distributed.backend
@@ -267,9 +269,12 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepPla
     return plan_sweep(spec, path)
 
 
-def plan_sweep(spec: SweepConfig, source: Path) -> SweepPlan:
-    base_file = Path(spec.base) if Path(spec.base).is_absolute() else source.parent / spec.base
-    base_data = apply_overrides(load_raw(base_file), spec.overrides)
+def plan_sweep(spec: SweepConfig, source: Path, base_data: dict | None = None) -> SweepPlan:
+    """Validate `spec` (read from `source`); `base_data` replaces the base file's mapping."""
+    if base_data is None:
+        base_file = Path(spec.base) if Path(spec.base).is_absolute() else source.parent / spec.base
+        base_data = load_raw(base_file)
+    base_data = apply_overrides(base_data, spec.overrides)
     try:
         base = validate(base_data)
     except ConfigError as err:
@@ -300,12 +305,10 @@ def plan_sweep(spec: SweepConfig, source: Path) -> SweepPlan:
 
 
 def _check_metric(plan: SweepPlan) -> list[str]:
-    metric, base = plan.metric, plan.base
+    metric = plan.metric
     if metric not in REPORTED_METRICS:
         return [f"metric '{metric}': the engine never reports it{did_you_mean(metric, list(REPORTED_METRICS))}; "
                 f"it reports {', '.join(REPORTED_METRICS)}"]
-    if metric == "val_accuracy" and base.task.type not in ACCURACY_TASKS:
-        return [f"metric 'val_accuracy': task.type '{base.task.type}' reports no accuracy; use val_loss"]
     if plan.spec.mode and plan.spec.mode != REPORTED_METRICS[metric]:
         return [f"mode '{plan.spec.mode}' with metric '{metric}' would pick the worst trial; "
                 f"use mode '{REPORTED_METRICS[metric]}'"]
@@ -325,7 +328,7 @@ def _check_scheduler(plan: SweepPlan) -> list[str]:
     if every == 0:
         return problems + [f"scheduler {sched.name} compares trials while they run, but {what} is 0 "
                            f"(only at the end); set it, e.g. --set {what}=25"]
-    step = sched.grace_steps or every if isinstance(sched, AshaConfig) else sched.interval_steps
+    step = (sched.grace_steps or every) if isinstance(sched, AshaConfig) else sched.interval_steps
     field = "grace_steps" if isinstance(sched, AshaConfig) else "interval_steps"
     if step % every:
         problems.append(f"scheduler.{field} {step} is not a multiple of {what} {every}: trials "

@@ -49,3 +49,25 @@ def test_resume_mid_epoch_continues_the_same_curve(tmp_path):
     assert sb["resumed_from"].endswith(f"step_{N // 2:08d}")
     assert abs(sa["val_loss"] - sb["val_loss"]) <= 1e-6
     assert sa["steps"] == sb["steps"] == N
+
+
+def test_resume_with_a_new_learning_rate_trains_with_it_not_the_checkpoints(tmp_path):
+    """A run resumed from a checkpoint with another optim.lr (what a PBT exploit does) must use
+    its own lr: loading the optimizer and schedule state would otherwise put the old one back."""
+    from tengine.engine.optim import lr_factor
+
+    run_dir = tmp_path / "run"
+    assert _train(run_dir, "training.halt_at_step=20") == 0
+    assert _train(run_dir, "checkpoint.resume=auto", "optim.lr=1e-4") == 0
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    resume = next(i for i, r in enumerate(records) if r["split"] == "resume")
+    assert records[resume]["step"] == 20 and records[resume]["from"].endswith("step_00000020")
+    after = [r for r in records[resume:] if r["split"] == "train"]
+    from tengine.config import load_config
+
+    schedule = load_config(REPO / "configs/quickstart.yaml", ARGS).schedule
+    assert after[0]["step"] == 21
+    for r in after:  # logged after the scheduler stepped: the lr of the next update
+        assert abs(r["lr"] - 1e-4 * lr_factor(r["step"], N, schedule)) <= 1e-12, r
+    before = [r for r in records[:resume] if r["split"] == "train"]
+    assert before[-1]["lr"] > 1e-3  # the first run really had another lr (3e-3 × schedule)

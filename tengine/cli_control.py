@@ -46,6 +46,16 @@ def _job_config(path: str, overrides: list[str], workers: int | None = None) -> 
     return {"config": cfg, "config_path": path}
 
 
+def _sweep_job_config(path: str, overrides: list[str]) -> dict[str, Any]:
+    """A sweep job: the sweep file, validated now (a bad one exits 2 here, not in the runner),
+    with its root made absolute, since the runner may work in another directory."""
+    from tengine.sweep.spec import load_sweep
+
+    plan = load_sweep(path, overrides)
+    return {"sweep_file": str(Path(path).resolve()),
+            "overrides": [*overrides, f"root={plan.sweep_dir.parent}"]}
+
+
 def _plain(value: Any) -> Any:
     if is_dataclass(value):
         return _plain(asdict(value))
@@ -117,7 +127,9 @@ def _job_row(j: dict) -> dict:
 def jobs_submit(args):
     config: dict[str, Any] = {}
     job_type = args.type
-    if args.target and Path(args.target).is_file():
+    if args.target and Path(args.target).is_file() and job_type == "sweep":
+        config = _sweep_job_config(args.target, args.overrides)
+    elif args.target and Path(args.target).is_file():
         config = _job_config(args.target, args.overrides, args.workers)
         job_type = job_type or "train"
     elif args.target:
@@ -358,12 +370,14 @@ def add_commands(sub) -> None:
 
     jobs = group("jobs", "the job queue")
     p = cmd(jobs, "submit", jobs_submit, "submit a job (a config file → a train job)")
-    p.add_argument("target", nargs="?", help="a config YAML (train job) or a job type")
+    p.add_argument("target", nargs="?", help="a config YAML (train job), a sweep YAML with "
+                   "--type sweep, or a job type")
     p.add_argument("--type", help="job type (train, sweep, export, evaluate, retrain, sleep)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--workers", type=int)
     p.add_argument("--gpus-per-worker", type=float)
-    p.add_argument("--register", metavar="NAME", help="register the trained model under NAME")
+    p.add_argument("--register", metavar="NAME", help="register the trained model (a sweep: "
+                   "its best trial's) under NAME")
     p.add_argument("--model", metavar="NAME[:REF]", help="evaluate jobs: a registered model "
                    "(REF: version, alias or latest, the default)")
     p.add_argument("--checkpoint", metavar="PATH", help="evaluate jobs: a checkpoint directory")

@@ -30,8 +30,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(dry_run(plan, args.address))
         return 0
     report = run_sweep(plan, args.address)
-    if args.register and report.get("best"):
-        report["model"] = register_best(report, args.register, args.address, args.store)
+    if args.register:
+        from tengine.cluster.client import connect
+        from tengine.sweep.report import register_best
+
+        report["model"] = register_best(connect(args.address, args.store).registry, report,
+                                        args.register)
     if args.json:
         print(json.dumps(report))
     else:
@@ -68,31 +72,6 @@ def _print_report(report: dict[str, Any]) -> None:
     if report.get("model"):
         m = report["model"]
         print(f"registered {m['name']} v{m['version']} (sha256 {m['sha256'][:12]}…)")
-
-
-def register_best(report: dict[str, Any], name: str, address: str | None,
-                  store: str | None) -> dict[str, Any]:
-    """Register the best trial's checkpoint (the copy in `<sweep dir>/best/`), tagged with the
-    sweep's name, the trial and its parameters."""
-    import yaml
-
-    from tengine.cluster.client import connect
-    from tengine.errors import TengineError
-    from tengine.files import checkpoint_identity, config_hash
-
-    best = report["best"]
-    checkpoint = report.get("best_checkpoint")
-    if not checkpoint:
-        raise TengineError(f"cannot register '{name}': the best trial {best['trial']} wrote no checkpoint")
-    sha256, size = checkpoint_identity(Path(checkpoint))
-    cfg = yaml.safe_load((Path(checkpoint).parent / "config.yaml").read_text())
-    tags = {"sweep": report["name"], "trial": best["trial"],
-            **{f"param.{k}": json.dumps(v) for k, v in best["params"].items()}}
-    version = connect(address, store).registry.register(
-        name, artifact_uri=checkpoint, sha256=sha256, size=size,
-        metrics={report["metric"]: best["best"]}, config_hash=config_hash(cfg),
-        source_run=best["run_dir"], tags=tags)
-    return {"name": name, "version": version.version, "sha256": version.sha256}
 
 
 def add_commands(sub) -> None:

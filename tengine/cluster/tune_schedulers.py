@@ -69,18 +69,39 @@ class LoggedPBT(PopulationBasedTraining):
 
     def _exploit(self, tune_controller, trial, trial_to_clone) -> None:
         own, donor = self._trial_state[trial], self._trial_state[trial_to_clone]
-        checkpoint = getattr(donor.last_checkpoint, "path", None)
         before = {k: trial.config.get(k) for k in self._hyperparam_mutations}
         super()._exploit(tune_controller, trial, trial_to_clone)
-        donor_step = None
-        if checkpoint and (Path(checkpoint) / "manifest.json").is_file():
-            donor_step = json.loads((Path(checkpoint) / "manifest.json").read_text())["step"]
+        checkpoint, donor_step = self._keep_donor_checkpoint(trial)
         append_decision(
             self._decisions, trial=trial.trial_id, step=(own.last_result or {}).get(STEP),
             metric=self._metric, value=(own.last_result or {}).get(self._metric),
             donor=trial_to_clone.trial_id, donor_value=(donor.last_result or {}).get(self._metric),
             donor_checkpoint=checkpoint, donor_step=donor_step, action="exploit",
             params_before=before, params_after={k: trial.config.get(k) for k in before})
+
+    def _keep_donor_checkpoint(self, trial) -> tuple[str | None, int | None]:
+        """Copy the donor's checkpoint that the trial will restart from to `exploits/<trial>-<n>`
+        beside decisions.jsonl, and point the trial at the copy. The donor keeps training and
+        reporting checkpoints while the trial restarts (seconds), and Tune's retention would
+        delete the original under it. One copy per trial is kept: its previous one is removed,
+        since the trial has trained and checkpointed past it."""
+        import shutil
+
+        result = trial.run_metadata.checkpoint_manager._latest_checkpoint_result
+        if result is None or result.checkpoint is None:
+            return None, None
+        root = Path(self._decisions).parent / "exploits"
+        earlier = {int(p.name.rsplit("-", 1)[1]): p for p in root.glob(f"{trial.trial_id}-*")
+                   if p.name.rsplit("-", 1)[1].isdigit()}
+        target = root / f"{trial.trial_id}-{max(earlier, default=0) + 1}"
+        tmp = target.with_name(target.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        result.checkpoint.to_directory(str(tmp))
+        tmp.rename(target)
+        for old in earlier.values():
+            shutil.rmtree(old, ignore_errors=True)
+        result.checkpoint = tune.Checkpoint.from_directory(str(target))
+        return str(target), json.loads((target / "manifest.json").read_text())["step"]
 
 
 def tune_domain(domain: Domain):

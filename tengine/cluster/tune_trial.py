@@ -58,6 +58,8 @@ def run_trial(params: dict[str, Any], plan: SweepPlan) -> None:
     given = tune.get_checkpoint()
     if _report_if_completed(run_dir, plan, given):
         return  # Tune restarted a trial that had ended (a restored sweep): never train it twice
+    if given is None:
+        _set_aside_unfinished_attempt(run_dir)
     with given.as_directory() if given else contextlib.nullcontext(None) as start:
         resume = start or "auto"
         cfg = plan.trial_config(params, run_dir)
@@ -79,6 +81,22 @@ def run_trial(params: dict[str, Any], plan: SweepPlan) -> None:
             _fit_on_workers(cfg, run_dir, trial_id, with_checkpoints=pbt)
 
 
+def _set_aside_unfinished_attempt(run_dir: Path) -> None:
+    """An attempt killed before its first checkpoint (the driver died) left records but nothing
+    to resume: move them to `attempts/<n>/`, so this start is step 1 of a clean run dir (the
+    engine would otherwise move the whole trial dir aside)."""
+    if any((run_dir / "checkpoints").glob("step_*/manifest.json")):
+        return
+    leftovers = [p for p in (run_dir / "metrics.jsonl", run_dir / "summary.json",
+                             run_dir / "checkpoints") if p.exists()]
+    if not leftovers:
+        return
+    target = run_dir / "attempts" / str(len(list((run_dir / "attempts").glob("*"))) + 1)
+    target.mkdir(parents=True)
+    for p in leftovers:
+        p.rename(target / p.name)
+
+
 def _report_if_completed(run_dir: Path, plan: SweepPlan, given) -> bool:
     """A trial whose run completed before (the driver died before Tune saved its end, or Tune
     restarts it from its own final checkpoint) reports its last evaluation again and is done. A
@@ -94,8 +112,8 @@ def _report_if_completed(run_dir: Path, plan: SweepPlan, given) -> bool:
             manifest = Path(path) / "manifest.json"
             if not manifest.is_file() or json.loads(manifest.read_text())["step"] < summary["steps"]:
                 return False
-    from tengine.engine.callbacks import read_metrics
     from tengine.engine.reporter import REPORTED
+    from tengine.files import read_metrics
 
     last = [r for r in read_metrics(run_dir / "metrics.jsonl") if r.get("split") == "val"]
     report = {"step": summary["steps"], "train_loss": summary.get("train_loss"),

@@ -144,8 +144,6 @@ def run_sweep_job(ctx: JobContext) -> dict[str, Any]:
     cmd = [sys.executable, "-m", "tengine", "sweep", conf["sweep_file"], "--json"]
     for item in conf.get("overrides", []):
         cmd += ["--set", item]
-    if conf.get("register"):
-        cmd += ["--register", conf["register"]]
     if ctx.address:
         cmd += ["--address", ctx.address]
     lines: list[str] = []
@@ -157,9 +155,14 @@ def run_sweep_job(ctx: JobContext) -> dict[str, Any]:
     _run_child(dataclasses.replace(ctx, log=keep), cmd)
     report = json.loads(next(line for line in reversed(lines) if line.startswith("{")))
     best = report.get("best") or {}
-    return {"sweep_dir": report["sweep_dir"], "trials": len(report["trials"]),
-            "counts": report["counts"], "best": {k: best.get(k) for k in ("trial", "params", "best")},
-            **({"model": report["model"]} if report.get("model") else {})}
+    result = {"sweep_dir": report["sweep_dir"], "trials": len(report["trials"]),
+              "counts": report["counts"], "best": {k: best.get(k) for k in ("trial", "params", "best")}}
+    if name := conf.get("register"):  # through the runner's own client, like train jobs
+        from tengine.sweep.report import register_best
+
+        result["model"] = register_best(ctx.client.registry, report, name, job_id=ctx.job.id)
+        ctx.log(f"registered {name} v{result['model']['version']} (best trial {best.get('trial')})")
+    return result
 
 
 def _config_file(directory: str, cfg: dict) -> Path:

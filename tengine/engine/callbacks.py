@@ -7,11 +7,12 @@ Metrics JSONL is the Reporter's job (it must also work under Ray).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from tengine.files import read_metrics  # noqa: F401 — re-exported: readers of run dirs import it here
 
 if TYPE_CHECKING:
     from tengine.engine.trainer import Trainer
@@ -65,18 +66,6 @@ class ProgressBar(Callback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-
-
-def read_metrics(path: Path) -> list[dict]:
-    """Records of metrics.jsonl; a step logged twice (re-run after a crash) keeps the last."""
-    if not path.is_file():
-        return []
-    latest: dict[tuple, dict] = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            rec = json.loads(line)
-            latest[(rec.get("split"), rec.get("step"))] = rec
-    return sorted(latest.values(), key=lambda r: (r.get("step", 0), r.get("split", "")))
 
 
 class Plots(Callback):

@@ -143,6 +143,19 @@ class CheckpointManager:
             raise CheckpointError(f"checkpoint.resume: '{resume}' is not usable: {reason}")
         return path
 
+    def discard_after(self, resumed_from: Path, step: int) -> list[Path]:
+        """A run that resumes from step `step` replaces what came after it: its own checkpoints
+        past that step (and one at that step, when it resumed from elsewhere: a PBT donor's)
+        are another timeline, which retention and a later `resume auto` must not pick. Rank 0."""
+        gone = [p for p in self.checkpoints()
+                if _step_of(p) > step or (_step_of(p) == step and p.resolve() != resumed_from.resolve())]
+        for path in gone:
+            shutil.rmtree(path, ignore_errors=True)
+        if gone:
+            log.warning("resumed from %s (step %d): removed %d checkpoint(s) of the replaced "
+                        "timeline: %s", resumed_from, step, len(gone), ", ".join(p.name for p in gone))
+        return gone
+
     def _score(self, path: Path) -> float | None:
         value = read_manifest(path)["metrics"].get(self.monitor)
         if value is None:

@@ -9,28 +9,13 @@ Tune: in `tengine.cluster`).
 from __future__ import annotations
 
 import json
-import math
-import os
 from pathlib import Path
 from typing import Any
 
-
-def _clean(value: Any) -> Any:
-    """JSON-safe: NaN/inf become null (strict JSON readers reject them)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Atomic JSON write (temp file + rename)."""
-    tmp = path.with_suffix(path.suffix + ".part")
-    tmp.write_text(json.dumps(_clean(data), indent=2, sort_keys=False))
-    os.replace(tmp, path)
+from tengine.files import (
+    json_safe,
+    write_json,  # noqa: F401 — re-exported: the engine's writers import it here
+)
 
 
 class Reporter:
@@ -62,7 +47,7 @@ class LocalReporter(Reporter):
             return
         if self._fh is None:
             self._fh = (self.run_dir / "metrics.jsonl").open("a", buffering=1)  # line-buffered
-        self._fh.write(json.dumps(_clean(record)) + "\n")
+        self._fh.write(json.dumps(json_safe(record)) + "\n")
 
     def finish(self, summary: dict[str, Any]) -> None:
         if self._fh is not None:
@@ -110,7 +95,7 @@ class SchedulerReporter(LocalReporter):
         step = int(STEP_DIR.match(path.name).group(1))
         base = self._pending if self._pending and self._pending["step"] == step else {"step": step}
         self._pending = None
-        self.emit(_clean({**base, **self._train, "checkpoint_step": step}), path)
+        self.emit(json_safe({**base, **self._train, "checkpoint_step": step}), path)
 
     def finish(self, summary: dict[str, Any]) -> None:
         self._flush()
@@ -119,7 +104,7 @@ class SchedulerReporter(LocalReporter):
     def _flush(self) -> None:
         if self._pending is not None:
             report, self._pending = {**self._pending, **self._train}, None
-            self.emit(_clean(report), None)
+            self.emit(json_safe(report), None)
 
 
 class MemoryReporter(Reporter):

@@ -278,6 +278,8 @@ class Trainer:
         self.strategy.barrier()
         if self.resumed_from is not None:
             self._restore(self.resumed_from)
+            if self.strategy.is_main:
+                self.checkpoints.discard_after(self.resumed_from, self.state.step)
             # where a run continued from, in its own record (PBT: the donor's checkpoint)
             self.reporter.log({"split": "resume", "step": self.state.step,
                                "from": str(self.resumed_from)})

@@ -19,8 +19,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from tengine.engine.callbacks import read_metrics
-from tengine.engine.reporter import write_json
+from tengine.files import checkpoint_identity, config_hash, read_metrics, write_json
 
 TRIALS, DECISIONS = "trials", "decisions.jsonl"
 
@@ -91,12 +90,9 @@ def build_report(sweep_dir: Path) -> dict[str, Any]:
 
 def best_checkpoint(run_dir: Path, metric: str, mode: str) -> Path | None:
     """The checkpoint of `run_dir` with the best `metric` in its manifest, else its newest."""
-    from tengine.engine.checkpoint import MANIFEST, STEP_DIR
-
     root = run_dir / "checkpoints"
-    found = sorted(p for p in root.iterdir() if STEP_DIR.match(p.name) and (p / MANIFEST).is_file()) \
-        if root.is_dir() else []
-    scored = [(json.loads((p / MANIFEST).read_text())["metrics"].get(metric), p) for p in found]
+    found = sorted(p.parent for p in root.glob("step_*/manifest.json"))  # step_%08d: sorted by step
+    scored = [(json.loads((p / "manifest.json").read_text())["metrics"].get(metric), p) for p in found]
     scored = [(v, p) for v, p in scored if v is not None]
     if scored:
         return _better(mode)(scored, key=lambda vp: vp[0])[1]
@@ -189,3 +185,24 @@ def format_table(report: dict[str, Any]) -> str:
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
+
+
+def register_best(registry, report: dict[str, Any], name: str, job_id: str | None = None) -> dict[str, Any]:
+    """Register the best trial's checkpoint (the copy in `<sweep dir>/best/`) in `registry` (a
+    control client's `registry`), tagged with the sweep's name, the trial and its parameters."""
+    import yaml
+
+    from tengine.errors import TengineError
+
+    best, checkpoint = report["best"], report.get("best_checkpoint")
+    if not best or not checkpoint:
+        raise TengineError(f"cannot register '{name}': the sweep's best trial wrote no checkpoint")
+    sha256, size = checkpoint_identity(Path(checkpoint))
+    cfg = yaml.safe_load((Path(checkpoint).parent / "config.yaml").read_text())
+    tags = {"sweep": report["name"], "trial": best["trial"],
+            **{f"param.{k}": json.dumps(v) for k, v in best["params"].items()}}
+    version = registry.register(
+        name, artifact_uri=checkpoint, sha256=sha256, size=size,
+        metrics={report["metric"]: best["best"]}, config_hash=config_hash(cfg),
+        source_run=best["run_dir"], job_id=job_id, tags=tags)
+    return {"name": name, "version": version.version, "sha256": version.sha256}

@@ -72,7 +72,7 @@ def test_failures_retry_then_fail_and_unknown_types_say_so(tmp_path):
     export = client.jobs.submit("export", {})
     assert runner.run_one() and runner.run_one()
     assert client.jobs.get(boom.id).state == "PENDING"  # retry after a 2 s backoff
-    assert "has no executor in this version (runnable: evaluate, retrain, sleep, train)" in client.jobs.get(export.id).error
+    assert "has no executor in this version (runnable: evaluate, retrain, sleep, sweep, train)" in client.jobs.get(export.id).error
     time.sleep(2.1)
     assert runner.run_one()
     failed = client.jobs.get(boom.id)
@@ -190,3 +190,33 @@ def test_a_runner_cut_off_from_the_control_plane_stops_its_work_before_the_lease
     assert time.time() - t0 < 5 and not record.exists()  # stopped after ~ttl/2, not 30 s
     assert client.jobs.get(job.id).state == "RUNNING"  # the plane decides: its lease will expire
     assert any("no contact with the control plane" in line for line in client.jobs.logs(job.id))
+
+
+def test_a_sweep_job_runs_its_sweep_file_and_registers_the_best_trial(tmp_path):
+    import yaml
+
+    store = f"sqlite:///{tmp_path}/control/tengine.db"
+    sweep = tmp_path / "lr.yaml"
+    sweep.write_text(yaml.safe_dump({
+        "name": "lr", "base": str(REPO / "configs/quickstart.yaml"), "root": "sweeps",
+        "overrides": [*TINY, "training.max_steps=10", "training.eval_every_n_steps=5"],
+        "space": {"optim.lr": {"grid": [1e-3, 1e-2]}}, "search": {"name": "grid"}, "num_samples": 1,
+        "resources": {"workers": 0}}))
+    tengine = [sys.executable, "-m", "tengine"]
+    out = subprocess.run([*tengine, "jobs", "submit", str(sweep), "--type", "sweep",
+                          "--register", "swept", "--store", store, "--json"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    job_id = json.loads(out.stdout)["id"]
+    work = subprocess.run([*tengine, "jobs", "work", "--once", "--store", store], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert work.returncode == 0, work.stderr
+    client = connect(store_uri=store)
+    job = client.jobs.get(job_id)
+    assert job.state == "SUCCEEDED", (job.error, client.jobs.logs(job_id)[-20:])
+    assert job.result["sweep_dir"] == str(tmp_path / "sweeps" / "lr")  # the submitter's root
+    assert job.result["trials"] == 2 and job.result["counts"] == {"completed": 2}
+    results = json.loads((tmp_path / "sweeps/lr/results.json").read_text())
+    assert job.result["best"]["trial"] == results["best"]["trial"]
+    model = client.registry.get("swept", "latest")
+    assert model.tags["trial"] == results["best"]["trial"] and job.result["model"]["version"] == model.version

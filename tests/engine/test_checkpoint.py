@@ -123,3 +123,25 @@ def test_only_rank_0_reads_checkpoints_to_choose_one(tmp_path, monkeypatch):
     failing = CheckpointManager(tmp_path, is_main=False, broadcast=lambda _: (None, "bad path"))
     with pytest.raises(CheckpointError, match="bad path"):
         failing.resolve("/nope")
+
+
+def test_resuming_from_an_earlier_checkpoint_drops_the_replaced_timeline(tiny_config, tmp_path):
+    """`--resume PATH` to an older step (what a PBT exploit does): the run dir's newer
+    checkpoints belong to the run being replaced; left in place, retention would keep them as
+    the newest and delete the new run's checkpoints, and `resume auto` would go back to them."""
+    from tengine.engine import run
+
+    cfg = tiny_config("training.max_steps=30", "checkpoint.every_n_steps=10", "checkpoint.keep_last=3",
+                      "checkpoint.keep_best=0")
+    run(cfg)
+    root = tmp_path / "t" / "checkpoints"
+    assert sorted(p.name for p in root.glob("step_*")) == ["step_00000010", "step_00000020", "step_00000030"]
+    first_20 = (root / "step_00000020" / "manifest.json").read_text()
+    again = cfg.model_copy(update={
+        "checkpoint": cfg.checkpoint.model_copy(update={"resume": str(root / "step_00000010"), "keep_last": 1}),
+        "training": cfg.training.model_copy(update={"max_steps": 40, "halt_at_step": 20})})
+    summary = run(again)
+    assert summary["status"] == "halted" and summary["steps"] == 20
+    # the new step 20 is kept (newest), the old 20 and 30 are gone, 10 fell to keep_last=1
+    assert sorted(p.name for p in root.glob("step_*")) == ["step_00000020"]
+    assert (root / "step_00000020" / "manifest.json").read_text() != first_20

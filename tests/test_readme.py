@@ -23,7 +23,7 @@ def test_readme_python_example_runs(tmp_path):
 
 def test_layers_below_the_cluster_never_import_ray():
     code = ("import sys, tengine, tengine.cli, tengine.engine, tengine.backends, tengine.data, "
-            "tengine.models, tengine.config; "
+            "tengine.models, tengine.config, tengine.sweep, tengine.sweep.report; "
             "bad = sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')); "
             "assert not bad, bad")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -34,5 +34,15 @@ def test_config_layer_needs_no_torch():
     code = ("import sys, tengine.config; from tengine.config import load_config; "
             f"load_config({str(REPO / 'configs/quickstart.yaml')!r}); "
             "assert 'torch' not in sys.modules")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_sweep_files_and_reports_need_neither_torch_nor_ray():
+    code = ("import sys; from tengine.sweep import load_sweep; import tengine.sweep.report; "
+            f"plan = load_sweep({str(REPO / 'configs/sweeps/quickstart_lr.yaml')!r}); "
+            "assert plan.num_trials() == 8; "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'ray')); "
+            "assert not bad, bad[:5]")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -126,10 +126,13 @@ def run_sweep(plan: SweepPlan, address: str | None = None) -> dict[str, Any]:
 
         join_cluster(address, namespace=None, log_to_driver=True, configure_logging=False)
     elif started_here:
-        # with the dashboard: Ray Train's PlacementGroupCleaner asks the State API (served by
-        # it) whether a stopped trial's TorchTrainer is gone; without it the trial's placement
-        # group outlives the trial and the next Train trial waits for CPUs forever
-        ray.init(address="local", log_to_driver=True, configure_logging=False)
+        # Trials with Ray Train workers need the dashboard: Ray Train's PlacementGroupCleaner
+        # asks the State API (served by it) whether a stopped trial's TorchTrainer is gone, and
+        # without it the trial's placement group outlives the trial, so the next Train trial
+        # waits for CPUs forever. In-process trials do without (~3 s of start-up, and its
+        # processes' CPU time, which on a laptop the trials would rather have).
+        ray.init(address="local", log_to_driver=True, configure_logging=False,
+                 include_dashboard=plan.resources.workers > 0)
     try:
         concurrency = check_resources(plan, ray.cluster_resources(), embedded=not address)
         sweep_dir = plan.sweep_dir

@@ -81,6 +81,21 @@ def check_resources(plan: SweepPlan, have: dict[str, float], embedded: bool) -> 
     return plan.spec.max_concurrent or 1
 
 
+def check_same_sweep(plan: SweepPlan) -> None:
+    """A rerun resumes the sweep in its dir; one whose file changed since would silently resume
+    the old one (Tune restores its own state), so that is an error that names the fields."""
+    meta = plan.sweep_dir / "sweep.json"
+    if not meta.is_file():
+        return
+    old = json.loads(meta.read_text())["spec"]
+    new = plan.spec.model_dump(mode="json")
+    changed = sorted(k for k in new.keys() | old.keys() if k != "root" and old.get(k) != new.get(k))
+    if changed:
+        raise ConfigError(f"{plan.sweep_dir} holds sweep '{plan.name}' with other {', '.join(changed)}; "
+                          "a rerun resumes a sweep as it was: give the sweep another name, or "
+                          "remove that dir to start afresh")
+
+
 def _trainable(plan: SweepPlan):
     r = plan.resources
     resources = {"cpu": r.cpus_per_worker, "gpu": r.gpus_per_worker} if r.workers == 0 \
@@ -136,6 +151,7 @@ def run_sweep(plan: SweepPlan, address: str | None = None) -> dict[str, Any]:
     try:
         concurrency = check_resources(plan, ray.cluster_resources(), embedded=not address)
         sweep_dir = plan.sweep_dir
+        check_same_sweep(plan)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         write_json(sweep_dir / "sweep.json", {
             "name": plan.name, "metric": plan.metric, "mode": plan.mode,

@@ -35,9 +35,10 @@ def deep_merge(base: dict, over: dict) -> dict:
     return out
 
 
-def _read_yaml(path: Path) -> dict:
+def read_yaml(path: Path, what: str = "config file") -> dict:
+    """A YAML file whose top level is a mapping, or a ConfigError that says what is wrong."""
     if not path.is_file():
-        raise ConfigError(f"config file '{path}' does not exist")
+        raise ConfigError(f"{what} '{path}' does not exist")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
@@ -60,7 +61,7 @@ def _resolve_base(ref: str, including: Path) -> Path:
 def load_raw(path: str | Path, _depth: int = 0) -> dict:
     """The merged mapping of a YAML file and its `extends` chain, before validation."""
     path = Path(path)
-    data = _read_yaml(path)
+    data = read_yaml(path)
     base_ref = data.pop("extends", None)
     if base_ref is None:
         return data

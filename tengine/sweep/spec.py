@@ -32,13 +32,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, Field, PositiveInt, ValidationError, model_validator
 
 from tengine.config.loader import (
     apply_overrides,
     describe_error,
     load_raw,
+    read_yaml,
     set_value,
     validate,
 )
@@ -253,15 +253,7 @@ def check_path(path: str, where: str) -> None:
 def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepPlan:
     """Read and validate a sweep file (`overrides` are KEY=VALUE for the sweep file itself)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"sweep file '{path}' does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping (name, base, space, ...)")
-    raw = apply_overrides(raw, overrides)
+    raw = apply_overrides(read_yaml(path, "sweep file"), overrides)
     try:
         spec = SweepConfig.model_validate(raw)
     except ValidationError as err:

@@ -199,3 +199,16 @@ def test_run_grid_sweep_runs_every_point_through_the_same_machinery(ray_cpus, tm
                           overrides=[*TINY, "training.max_steps=10", "training.eval_every_n_steps=5"])
     assert sorted(r["params"]["optim.lr"] for r in rows) == [1e-3, 1e-2]
     assert all(r["status"] == "completed" and r["step"] == 10 for r in rows)
+
+
+def test_rerunning_a_finished_sweep_keeps_it_and_a_changed_file_is_refused(ray_cpus, tmp_path, capsys):
+    spec = dict(name="again", space={"optim.lr": {"choice": [1e-3]}}, num_samples=1,
+                overrides=[*TINY, "training.max_steps=10", "training.eval_every_n_steps=5"])
+    assert main(["sweep", sweep_file(tmp_path, **spec)]) == 0
+    trial = next((tmp_path / "sweeps/again/trials").iterdir())
+    assert main(["sweep", sweep_file(tmp_path, **spec)]) == 0  # resumed: nothing left to run
+    assert "resuming" in capsys.readouterr().out
+    assert len((trial / "starts.jsonl").read_text().splitlines()) == 1
+    assert main(["sweep", sweep_file(tmp_path, **{**spec, "num_samples": 2})]) == 2
+    err = capsys.readouterr().err
+    assert "holds sweep 'again' with other num_samples" in err and "another name" in err

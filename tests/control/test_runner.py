@@ -98,14 +98,11 @@ def test_cancel_stops_the_work_and_is_not_retried(tmp_path):
     assert any("work stopped" in line for line in client.jobs.logs(job.id))
 
 
-def test_cli_submits_a_train_job_that_a_local_worker_runs_and_registers_then_evaluates(tmp_path):
-    store = f"sqlite:///{tmp_path}/control/tengine.db"
-    sets = [a for s in [*TINY, "training.max_steps=20", "checkpoint.every_n_steps=10",
-                        f"logging.root={tmp_path}/runs"] for a in ("--set", s)]
+def _submit_and_work(store: str, cwd, *submit: str):
+    """`tengine jobs submit …` (in `cwd`), then `tengine jobs work --once`; the job SUCCEEDED."""
     tengine = [sys.executable, "-m", "tengine"]
-    out = subprocess.run([*tengine, "jobs", "submit", "configs/quickstart.yaml", *sets,
-                          "--register", "tiny", "--store", store, "--json"],
-                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([*tengine, "jobs", "submit", *submit, "--store", store, "--json"],
+                         cwd=cwd, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     job_id = json.loads(out.stdout)["id"]
     work = subprocess.run([*tengine, "jobs", "work", "--once", "--store", store], cwd=REPO,
@@ -114,6 +111,16 @@ def test_cli_submits_a_train_job_that_a_local_worker_runs_and_registers_then_eva
     client = connect(store_uri=store)
     job = client.jobs.get(job_id)
     assert job.state == "SUCCEEDED", (job.error, client.jobs.logs(job_id)[-20:])
+    return client, job
+
+
+def test_cli_submits_a_train_job_that_a_local_worker_runs_and_registers_then_evaluates(tmp_path):
+    store = f"sqlite:///{tmp_path}/control/tengine.db"
+    sets = [a for s in [*TINY, "training.max_steps=20", "checkpoint.every_n_steps=10",
+                        f"logging.root={tmp_path}/runs"] for a in ("--set", s)]
+    tengine = [sys.executable, "-m", "tengine"]
+    client, job = _submit_and_work(store, REPO, "configs/quickstart.yaml", *sets, "--register", "tiny")
+    job_id = job.id
     assert job.result["summary"]["steps"] == 20 and job.result["model"]["version"] == 1
     model = client.registry.get("tiny", 1)
     checkpoint = REPO / model.artifact_uri
@@ -202,18 +209,7 @@ def test_a_sweep_job_runs_its_sweep_file_and_registers_the_best_trial(tmp_path):
         "overrides": [*TINY, "training.max_steps=10", "training.eval_every_n_steps=5"],
         "space": {"optim.lr": {"grid": [1e-3, 1e-2]}}, "search": {"name": "grid"}, "num_samples": 1,
         "resources": {"workers": 0}}))
-    tengine = [sys.executable, "-m", "tengine"]
-    out = subprocess.run([*tengine, "jobs", "submit", str(sweep), "--type", "sweep",
-                          "--register", "swept", "--store", store, "--json"],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    job_id = json.loads(out.stdout)["id"]
-    work = subprocess.run([*tengine, "jobs", "work", "--once", "--store", store], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
-    assert work.returncode == 0, work.stderr
-    client = connect(store_uri=store)
-    job = client.jobs.get(job_id)
-    assert job.state == "SUCCEEDED", (job.error, client.jobs.logs(job_id)[-20:])
+    client, job = _submit_and_work(store, tmp_path, str(sweep), "--type", "sweep", "--register", "swept")
     assert job.result["sweep_dir"] == str(tmp_path / "sweeps" / "lr")  # the submitter's root
     assert job.result["trials"] == 2 and job.result["counts"] == {"completed": 2}
     results = json.loads((tmp_path / "sweeps/lr/results.json").read_text())

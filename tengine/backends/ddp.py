@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.parallel import DataParallel, DistributedDataParallel
 
 from tengine.backends.precision import default_device, resolve_precision
 from tengine.backends.process_group import ProcessGroupStrategy, ensure_process_group
@@ -66,7 +67,16 @@ class AccelerateDDPStrategy(ProcessGroupStrategy):
         self.optimizer.zero_grad(set_to_none=True)
 
     def unwrap(self) -> nn.Module:
-        return self.accelerator.unwrap_model(self.model)
+        # Accelerate's unwrap_model imports deepspeed, when installed, only to rule out a
+        # DeepSpeedEngine (~0.5 s of every worker's start); this backend wraps in DDP alone.
+        from accelerate.utils import is_compiled_module
+
+        model = self.model
+        if is_compiled_module(model):  # a compiled wrapper: Accelerate's own handling
+            return self.accelerator.unwrap_model(model)
+        while isinstance(model, DistributedDataParallel | DataParallel):
+            model = model.module
+        return model
 
     def save(self, directory: Path, extra: dict[str, Any]) -> None:
         if self.is_main:  # replicas are identical: one copy

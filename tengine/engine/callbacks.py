@@ -80,8 +80,11 @@ class Plots(Callback):
 
 
 def plot_run(run_dir: Path, loss_floor: float | None = None) -> list[Path]:
-    # Figures without pyplot: savefig renders PNGs with Agg, and pyplot's import (its backend
-    # and GUI machinery, ~0.2 s at the end of every run) and global figure list are not needed
+    import matplotlib
+
+    matplotlib.use("Agg")  # as before for pyplot users in this process; cheap without pyplot
+    # Figures without pyplot: savefig renders the PNGs with Agg all the same, and pyplot's import
+    # (~0.2 s at the end of every run, on rank 0) and global figure list are not needed.
     from matplotlib.figure import Figure
 
     records = read_metrics(run_dir / "metrics.jsonl")

@@ -40,7 +40,7 @@ class RayReporter(SchedulerReporter):
     def emit(self, metrics: dict[str, Any], checkpoint: Path | None) -> None:
         import ray.train
 
-        report = {k: v for k, v in metrics.items() if v is not None}
+        report = dict(metrics)
         if checkpoint is not None:
             report["tengine_checkpoint"] = str(checkpoint)
         if checkpoint is None or not self.durable:

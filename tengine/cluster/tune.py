@@ -97,10 +97,9 @@ def check_same_sweep(plan: SweepPlan) -> None:
 
 
 def _trainable(plan: SweepPlan):
-    r = plan.resources
-    resources = {"cpu": r.cpus_per_worker, "gpu": r.gpus_per_worker} if r.workers == 0 \
-        else {"cpu": 1}  # the driver of a TorchTrainer; its workers have their own placement group
-    return tune.with_resources(tune.with_parameters(run_trial, plan=plan), resources)
+    own = plan.resources.process()
+    return tune.with_resources(tune.with_parameters(run_trial, plan=plan),
+                               {"cpu": own["CPU"], "gpu": own["GPU"]})
 
 
 def _tuner(plan: SweepPlan, concurrency: int) -> tune.Tuner:
@@ -169,10 +168,9 @@ def run_sweep(plan: SweepPlan, address: str | None = None) -> dict[str, Any]:
     finally:
         if started_here:
             ray.shutdown()
-    report = write_report(plan.sweep_dir, build_report(plan.sweep_dir))
+    report = build_report(plan.sweep_dir)
     report["errors"] = [f"{type(e).__name__}: {str(e).splitlines()[-1] if str(e) else ''}" for e in errors]
-    write_json(plan.sweep_dir / "results.json", report)
-    return report
+    return write_report(plan.sweep_dir, report)
 
 
 def dry_run(plan: SweepPlan, address: str | None = None) -> str:

@@ -70,6 +70,7 @@ class LoggedPBT(PopulationBasedTraining):
     def _exploit(self, tune_controller, trial, trial_to_clone) -> None:
         own, donor = self._trial_state[trial], self._trial_state[trial_to_clone]
         before = {k: trial.config.get(k) for k in self._hyperparam_mutations}
+        donor_params = {k: trial_to_clone.config.get(k) for k in before}
         super()._exploit(tune_controller, trial, trial_to_clone)
         checkpoint, donor_step = self._keep_donor_checkpoint(trial)
         append_decision(
@@ -77,7 +78,8 @@ class LoggedPBT(PopulationBasedTraining):
             metric=self._metric, value=(own.last_result or {}).get(self._metric),
             donor=trial_to_clone.trial_id, donor_value=(donor.last_result or {}).get(self._metric),
             donor_checkpoint=checkpoint, donor_step=donor_step, action="exploit",
-            params_before=before, params_after={k: trial.config.get(k) for k in before})
+            donor_params=donor_params, params_before=before,
+            params_after={k: trial.config.get(k) for k in before})
 
     def _keep_donor_checkpoint(self, trial) -> tuple[str | None, int | None]:
         """Copy the donor's checkpoint that the trial will restart from to `exploits/<trial>-<n>`

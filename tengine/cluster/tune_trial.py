@@ -11,7 +11,7 @@ hyperparameters then replace the donor's (`engine.optim.apply_hyperparameters`).
 - 0 workers: `engine.run` in this process, with `TuneReporter` reporting every evaluation and
   checkpoint to Tune (a checkpoint goes to Tune's storage only when PBT needs it).
 - N workers: this process drives a `TorchTrainer` (`cluster.train.fit`) named after the trial.
-  Train workers report to Ray Train; `_Relay`, a Train callback in the Train controller, passes
+  Train workers report to Ray Train; `_relay`'s callback in the Train controller, passes
   each report through a Ray queue to this process, which reports it to Tune. The TorchTrainer
   and its workers are owned by this process: when Tune stops or pauses the trial, Ray ends them
   and frees their placement group.
@@ -41,9 +41,8 @@ class TuneReporter(SchedulerReporter):
         self.with_checkpoints = with_checkpoints
 
     def emit(self, metrics: dict[str, Any], checkpoint: Path | None) -> None:
-        report = {k: v for k, v in metrics.items() if v is not None}
         keep = checkpoint is not None and self.with_checkpoints
-        tune.report(report, checkpoint=tune.Checkpoint.from_directory(str(checkpoint)) if keep else None)
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(checkpoint)) if keep else None)
 
 
 def trial_dir(plan: SweepPlan, trial_id: str) -> Path:

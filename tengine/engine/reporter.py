@@ -77,7 +77,11 @@ class SchedulerReporter(LocalReporter):
         self._train: dict[str, Any] = {}
 
     def emit(self, metrics: dict[str, Any], checkpoint: Path | None) -> None:
+        """`metrics` holds no None (and no NaN: those became None and were dropped)."""
         raise NotImplementedError
+
+    def _emit(self, metrics: dict[str, Any], checkpoint: Path | None) -> None:
+        self.emit({k: v for k, v in json_safe(metrics).items() if v is not None}, checkpoint)
 
     def log(self, record: dict[str, Any]) -> None:
         super().log(record)
@@ -95,7 +99,7 @@ class SchedulerReporter(LocalReporter):
         step = int(STEP_DIR.match(path.name).group(1))
         base = self._pending if self._pending and self._pending["step"] == step else {"step": step}
         self._pending = None
-        self.emit(json_safe({**base, **self._train, "checkpoint_step": step}), path)
+        self._emit({**base, **self._train, "checkpoint_step": step}, path)
 
     def finish(self, summary: dict[str, Any]) -> None:
         self._flush()
@@ -104,7 +108,7 @@ class SchedulerReporter(LocalReporter):
     def _flush(self) -> None:
         if self._pending is not None:
             report, self._pending = {**self._pending, **self._train}, None
-            self.emit(json_safe(report), None)
+            self._emit(report, None)
 
 
 class MemoryReporter(Reporter):

@@ -158,12 +158,18 @@ class Resources:
     cpus_per_worker: float
     gpus_per_worker: float
 
-    def trial(self) -> dict[str, float]:
-        """What one trial reserves: its own process (1 CPU when it drives workers) + workers."""
+    def process(self) -> dict[str, float]:
+        """What the trial's own process reserves: the engine's share, or 1 CPU for the driver of
+        a TorchTrainer (whose workers have a placement group of their own)."""
         if self.workers == 0:
             return {"CPU": self.cpus_per_worker, "GPU": self.gpus_per_worker}
-        return {"CPU": 1 + self.workers * self.cpus_per_worker,
-                "GPU": self.workers * self.gpus_per_worker}
+        return {"CPU": 1.0, "GPU": 0.0}
+
+    def trial(self) -> dict[str, float]:
+        """What one trial reserves in all: its process plus its workers."""
+        own = self.process()
+        return {"CPU": own["CPU"] + self.workers * self.cpus_per_worker,
+                "GPU": own["GPU"] + self.workers * self.gpus_per_worker}
 
     def fits(self, have: dict[str, float]) -> int:
         """Trials the resources `have` fit at once (0 = none ever)."""

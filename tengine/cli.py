@@ -6,6 +6,7 @@
     tengine config show CONFIG [--set ...]        # the resolved config as YAML
     tengine config validate CONFIG [--set ...]    # exit 0 if it can run, 2 with one line per problem
     tengine sweep SWEEP.yaml [--dry-run] [--register NAME]   # Ray Tune sweep (cli_sweep.py)
+    tengine data prepare 'corpus/*.txt' --out DIR [--tokenizer byte|bpe|hf]   # token shards (cli_data.py)
 
 User errors print one line per problem (no traceback) and exit 2; a run that fails during work
 exits 1 with its message.
@@ -45,15 +46,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         args.overrides.append(f"distributed.gpus_per_worker={args.gpus_per_worker}")
     cfg = _load(args)
     under_torchrun = "TORCHELASTIC_RUN_ID" in os.environ  # torchrun started us: no Ray
-    if cfg.distributed.workers > 0 and _ray_available() and not under_torchrun:
+    if cfg.distributed.workers > 0 and not under_torchrun:
+        from tengine.extras import check
+
+        check("ray", "ray", f"distributed.workers {cfg.distributed.workers} (Ray Train workers)",
+              otherwise="train in this process: --workers 0 --set distributed.backend=single")
         from tengine.cluster.train import fit
 
         summary = fit(cfg, run_dir=args.run_dir, address=args.address)
     else:
-        if cfg.distributed.workers > 0 and not under_torchrun:
-            logging.getLogger("tengine").warning(
-                "ray is not installed: training in this process instead of %d workers",
-                cfg.distributed.workers)
         from tengine.engine import run
 
         summary = run(cfg, run_dir=args.run_dir)
@@ -64,10 +65,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         extra = f" (loss floor {floor:.4f}, ratio {summary['val_loss'] / floor:.4f})" if floor else ""
         lines.append(f"val_loss {summary['val_loss']:.4f}{extra}")
     lines.append(f"run dir: {summary['run_dir']}")
+    code = 0
+    if summary["status"] == "preempted":  # not done: a scheduler should run it again
+        from tengine.engine.preemption import PREEMPTED_EXIT_CODE
+
+        code = PREEMPTED_EXIT_CODE
+        lines.append("preempted: run the same command again to resume from its checkpoint")
     if not _is_main():  # one report per run, not one per rank
-        return 0
+        return code
     print("\n".join(lines))
-    return 0
+    return code
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -87,12 +94,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"{args.checkpoint} (step {result['step']}): "
               + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
     return 0
-
-
-def _ray_available() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("ray") is not None
 
 
 def _is_main() -> bool:
@@ -153,9 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
 
     from tengine.cli_control import add_commands
+    from tengine.cli_data import add_commands as add_data_commands
     from tengine.cli_sweep import add_commands as add_sweep_commands
 
     add_sweep_commands(sub)
+    add_data_commands(sub)
     add_commands(sub)
     return parser
 
@@ -174,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tengine: interrupted", file=sys.stderr)
         code = 130
-    if "torch.distributed" in sys.modules and code == 0:  # a torchrun worker: leave cleanly
+    if "torch.distributed" in sys.modules and code in (0, 75):  # a torchrun worker that
+        # finished or was preempted (its checkpoint written): leave cleanly
         from tengine.backends.process_group import exit_cleanly
 
         exit_cleanly(code)

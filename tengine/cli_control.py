@@ -30,7 +30,12 @@ from typing import Any
 
 def _client(args: argparse.Namespace):
     from tengine.cluster.client import connect
+    from tengine.extras import check
 
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    if address:  # the cluster's actor; without an address the plane runs here, no Ray
+        check("ray", "ray", f"--address {address} (the cluster's control plane)",
+              otherwise="leave out --address and RAY_ADDRESS: the control plane in this process")
     return connect(args.address, args.store, runners=getattr(args, "runners", None))
 
 
@@ -98,6 +103,9 @@ def control_start(args):
 
 
 def control_stop(args):
+    from tengine.extras import check
+
+    check("ray", "ray", "tengine control stop (the cluster's control actor)")
     from tengine.cluster.actor import stop
     from tengine.cluster.client import join_cluster
 

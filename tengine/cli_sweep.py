@@ -24,6 +24,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from tengine.sweep.spec import load_sweep
 
     plan = load_sweep(args.target, args.overrides)
+    from tengine.extras import check
+
+    check("ray", "ray", "tengine sweep (Ray Tune)",
+          otherwise="tengine.sweep.run_grid_sweep from Python, which needs no Ray")
     from tengine.cluster.tune import dry_run, run_sweep
 
     if args.dry_run:

@@ -38,6 +38,11 @@ class CheckpointError(TengineError):
     """A checkpoint that cannot be used (asked for explicitly and invalid, or unreadable)."""
 
 
+class ModelError(TengineError):
+    """A model that cannot be trained as built (its outputs have no logits, its weights do not
+    fit `model.init_from`)."""
+
+
 class NonFiniteError(TengineError):
     """Training produced non-finite losses/gradients too many steps in a row."""
 

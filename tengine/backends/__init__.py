@@ -24,14 +24,14 @@ def _single(cfg) -> Strategy:
 def _ddp(cfg) -> Strategy:
     from tengine.backends.ddp import AccelerateDDPStrategy
 
-    return AccelerateDDPStrategy(cfg.precision)
+    return AccelerateDDPStrategy(cfg.precision, cfg.distributed.find_unused_parameters)
 
 
 @BACKENDS.register("fsdp")
 def _fsdp(cfg) -> Strategy:
     from tengine.backends.fsdp import FSDP2Strategy
 
-    return FSDP2Strategy(cfg.precision)
+    return FSDP2Strategy(cfg.precision, cfg.distributed.fsdp.wrap)
 
 
 @BACKENDS.register("deepspeed")

@@ -101,5 +101,9 @@ class Strategy(ABC):
         """Rank 0's `obj` on every rank (a small picklable value)."""
         return obj
 
+    def all_gather(self, obj: Any) -> list[Any]:
+        """Every rank's `obj` (a small picklable value), in rank order, on every rank."""
+        return [obj]
+
     def teardown(self) -> None:
         return None

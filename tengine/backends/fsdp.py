@@ -1,8 +1,10 @@
 """Fully sharded data parallel with PyTorch FSDP2 (`fully_shard`): parameters, gradients and
 optimizer state are split across ranks; each rank holds about 1/world of them.
 
-Every module inside an `nn.ModuleList` (a transformer's blocks) becomes its own shard group,
-then the root; a block's full parameters exist only during its forward/backward. bf16 uses a
+Shard units are chosen by block class, applied bottom-up, then the root: the classes named in
+`distributed.fsdp.wrap`, else an HF model's `_no_split_modules` (its transformer blocks), else
+the modules inside the model's `nn.ModuleList`s; a block's full parameters exist only during
+its forward/backward. A named class that is not in the model is an error. bf16 uses a
 MixedPrecisionPolicy (bf16 compute, fp32 gradient reduction and master weights); fp16 is refused
 by preflight (FSDP2 has no sharded GradScaler here). Checkpoints use torch.distributed.checkpoint:
 each rank writes its own shards, and loading reshards, so a run resumes on another world size.
@@ -35,7 +37,8 @@ log = logging.getLogger("tengine")
 class FSDP2Strategy(ProcessGroupStrategy):
     name = "fsdp"
 
-    def __init__(self, precision: str = "auto"):
+    def __init__(self, precision: str = "auto", wrap: list[str] | None = None):
+        self.wrap = wrap
         self.rank, self.world_size, local_rank = ensure_process_group()
         self.device = default_device(local_rank)
         self.precision = resolve_precision(precision, self.device)
@@ -48,9 +51,8 @@ class FSDP2Strategy(ProcessGroupStrategy):
         model = model.to(self.device)
         policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
             if self.precision == "bf16" else MixedPrecisionPolicy()
-        for module_list in [m for m in model.modules() if isinstance(m, nn.ModuleList)]:
-            for block in module_list:
-                fully_shard(block, mp_policy=policy)
+        for block in shard_units(model, self.wrap):
+            fully_shard(block, mp_policy=policy)
         fully_shard(model, mp_policy=policy)
         self.model, self.optimizer = model, make_optimizer(model)
         return model
@@ -106,3 +108,30 @@ class FSDP2Strategy(ProcessGroupStrategy):
         state = [t for s in self.optimizer.state.values() for t in s.values()
                  if torch.is_tensor(t) and t.ndim > 0]
         return {"params": share(list(self.model.parameters())), "optimizer": share(state)}
+
+
+def shard_units(model: nn.Module, wrap: list[str] | None = None) -> list[nn.Module]:
+    """The modules to shard on their own, innermost first (a unit inside another is sharded
+    before it, as `fully_shard` requires)."""
+    names = wrap if wrap is not None else sorted(getattr(model, "_no_split_modules", None) or [])
+    if names:
+        present = {type(m).__name__ for m in model.modules()}
+        absent = [n for n in names if n not in present]
+        if absent:
+            from tengine.errors import ConfigError
+
+            field = "distributed.fsdp.wrap" if wrap is not None else "the model's _no_split_modules"
+            raise ConfigError(f"{field}: no module of class {', '.join(absent)} in "
+                              f"{type(model).__name__}; classes with parameters there: "
+                              f"{', '.join(sorted(_param_classes(model)))}")
+        units = [m for m in model.modules() if type(m).__name__ in names and m is not model]
+    else:
+        units = [b for m in model.modules() if isinstance(m, nn.ModuleList) for b in m]
+    depth = {id(m): n.count(".") + 1 for n, m in model.named_modules() if n}
+    return sorted(units, key=lambda m: -depth[id(m)])  # deepest first: bottom-up
+
+
+def _param_classes(model: nn.Module) -> set[str]:
+    return {type(m).__name__ for m in model.modules()
+            if m is not model and not isinstance(m, nn.ModuleList | nn.ModuleDict)
+            and any(True for _ in m.parameters())}

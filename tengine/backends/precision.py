@@ -22,7 +22,10 @@ def resolve_precision(requested: str, device: torch.device) -> str:
                               "use fp16 or auto")
         return requested
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        # native bf16 only (compute capability >= 8.0): with its default including_emulation=True,
+        # is_bf16_supported() says yes on a T4 (7.5), where bf16 is emulated and slow
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+        return "bf16" if native else "fp16"
     return "fp32"
 
 

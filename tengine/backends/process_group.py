@@ -81,6 +81,13 @@ class ProcessGroupStrategy(Strategy):
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def all_gather(self, obj: Any) -> list[Any]:
+        if not dist.is_initialized() or dist.get_world_size() == 1:
+            return [obj]
+        out: list[Any] = [None] * dist.get_world_size()
+        dist.all_gather_object(out, obj)
+        return out
+
 
 def exit_cleanly(code: int = 0) -> None:
     """End a torchrun worker without gloo's teardown race.

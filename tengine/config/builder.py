@@ -6,8 +6,9 @@
            .with_optimizer(lr=1e-3)
            .build())
 
-Presets are the YAML files in `configs/presets/` (the same files `extends: presets/NAME.yaml`
-uses), so the builder and YAML configs cannot drift apart. Every `with_*` takes the fields of one
+Presets are the YAML files shipped in the package, `tengine/config/presets/` (the same files
+`extends: presets/NAME.yaml` uses, mirrored as `configs/presets/` in the repository), so the
+builder and YAML configs cannot drift apart. Every `with_*` takes the fields of one
 config section as keyword arguments; `build()` validates and raises `ConfigError` naming the field.
 """
 

@@ -2,8 +2,9 @@
 
     cfg = load_config("configs/quickstart.yaml", ["optim.lr=3e-4", "training.max_steps=50"])
 
-`extends` is a path relative to the including file, or to `configs/` for `presets/NAME.yaml`;
-mappings merge deeply (the child wins), lists are replaced. Override values are parsed as YAML
+`extends` is a path relative to the including file or, where no such file exists, one of the
+presets shipped inside the package (`presets/NAME.yaml`, the files in `tengine/config/presets/`,
+so an installed wheel finds them too); mappings merge deeply (the child wins), lists are replaced. Override values are parsed as YAML
 scalars (`3e-4` → float, `null`, `[1, 2]`). Any problem raises `ConfigError` with one line per
 problem: the field path, the bad value and what is allowed, plus "did you mean" for unknown keys.
 """
@@ -20,8 +21,7 @@ from tengine.config.schema import TengineConfig
 from tengine.errors import ConfigError
 from tengine.registry import did_you_mean
 
-CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
-PRESETS_DIR = CONFIGS_DIR / "presets"
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"  # package data: ships in the wheel
 MAX_EXTENDS_DEPTH = 8
 
 
@@ -48,14 +48,19 @@ def read_yaml(path: Path, what: str = "config file") -> dict:
     return data
 
 
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
 def _resolve_base(ref: str, including: Path) -> Path:
-    for candidate in (including.parent / ref, CONFIGS_DIR / ref, PRESETS_DIR / ref,
-                      PRESETS_DIR / f"{ref}.yaml"):
+    """Next to the including file first (a user's own base wins), then the shipped presets."""
+    name = ref.removeprefix("presets/")
+    for candidate in (including.parent / ref, PRESETS_DIR / name, PRESETS_DIR / f"{name}.yaml"):
         if candidate.is_file():
             return candidate
-    presets = ", ".join(p.stem for p in sorted(PRESETS_DIR.glob("*.yaml")))
-    raise ConfigError(f"{including}: extends '{ref}' not found (looked next to the file and in "
-                      f"configs/); presets: {presets}")
+    raise ConfigError(f"{including}: extends '{ref}' not found (looked for "
+                      f"{including.parent / ref} and for a preset of that name); presets: "
+                      f"{', '.join(preset_names())}, as `extends: presets/NAME.yaml`")
 
 
 def load_raw(path: str | Path, _depth: int = 0) -> dict:

@@ -24,12 +24,54 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class HFModelConfig(Section):
+    config: dict[str, Any] | None = Field(
+        None, description="Fields of a `transformers` config, with its `model_type` (e.g. "
+        "`{model_type: gpt2, n_layer: 2, n_embd: 64, n_head: 2}`): random init. "
+        "`vocab_size` (and `num_labels`) default to what the data gives.",
+    )
+    path: str | None = Field(
+        None, description="A local `save_pretrained` directory: its config and pretrained weights.",
+    )
+    head: Literal["auto", "causal_lm", "sequence_classification"] = Field(
+        "auto", description="Model head; `auto` = causal LM for language_modeling, sequence "
+        "classification for classification.",
+    )
+    attn_implementation: Literal["sdpa", "eager"] = Field(
+        "sdpa", description="Attention kernel (`sdpa` = PyTorch scaled_dot_product_attention).",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> HFModelConfig:
+        if (self.config is None) == (self.path is None):
+            raise ValueError("model.hf: give exactly one of `config` (random init from fields) "
+                             "or `path` (a save_pretrained directory)")
+        if self.config is not None and "model_type" not in self.config:
+            raise ValueError("model.hf.config needs `model_type` (e.g. gpt2, llama, bert)")
+        return self
+
+
 class ModelConfig(Section):
     name: str = Field(
         "gpt",
-        description="Registered model (`gpt`, `classifier`, `vision_cnn`) or a user factory "
-        "`package.module:factory`, called with `model.kwargs` plus `vocab_size`, `num_classes` "
-        "and `max_seq_len` where its signature names them.",
+        description="Registered model (`gpt`, `hf`, `classifier`, `vision_cnn`) or a user "
+        "factory `package.module:factory`, called with `model.kwargs` plus `vocab_size`, "
+        "`num_classes` and `max_seq_len` where its signature names them.",
+    )
+    hf: HFModelConfig | None = Field(
+        None, description="A Hugging Face `transformers` model, for `name: hf`.",
+    )
+    init_from: str | None = Field(
+        None, description="Initial weights only (no step, optimizer or schedule): a "
+        "`.safetensors` file, a Hugging Face directory, or a tengine checkpoint of any backend.",
+    )
+    init_strict: bool = Field(
+        True, description="With `init_from`: missing or unexpected keys are an error (false = "
+        "a warning listing them).",
+    )
+    activation_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass (per block for `gpt`, "
+        "`gradient_checkpointing_enable` for HF models): less memory, ~30% more compute.",
     )
     size: str = Field(
         "tiny",
@@ -55,6 +97,15 @@ class ModelConfig(Section):
         default_factory=dict, description="Extra keyword arguments passed to the model factory."
     )
 
+    @model_validator(mode="after")
+    def _hf_section(self) -> ModelConfig:
+        if self.name == "hf" and self.hf is None:
+            raise ValueError("model.name 'hf' needs a model.hf section: `hf: {config: {model_type: "
+                             "gpt2, ...}}` or `hf: {path: DIR}`")
+        if self.name != "hf" and self.hf is not None:
+            raise ValueError(f"model.hf is set but model.name is '{self.name}'; set model.name: hf")
+        return self
+
 
 class MarkovConfig(Section):
     vocab_size: PositiveInt = Field(16, ge=2, description="Symbols of the Markov source.")
@@ -70,27 +121,47 @@ class MarkovConfig(Section):
 class DataConfig(Section):
     source: str = Field(
         "synthetic_markov",
-        description="Data source: `synthetic_markov`, `text_files`, `jsonl`, `hf`, "
-        "`synthetic_classification`, `synthetic_images`.",
+        description="Data source: `synthetic_markov`, `text_files`, `jsonl`, `hf`, `tokens` "
+        "(pre-tokenized shards, see `tengine data prepare`), `synthetic_classification`, "
+        "`synthetic_images`, or your own `package.module:factory` returning a `DataBundle` or a "
+        "`(train, val)` tuple of datasets.",
     )
     path: str | None = Field(
         None,
-        description="Glob (`text_files`), file (`jsonl`), or dataset name/data files (`hf`). "
+        description="Glob (`text_files`), file (`jsonl`), dataset name/data files (`hf`), or "
+        "shards (`tokens`: a glob of `.bin`/`.npy` files, or a `data prepare` directory). "
         "For `text_files` null = the running Python's standard library `.py` files.",
     )
     val_path: str | None = Field(
-        None, description="Separate validation file/glob; null = split off `val_fraction`."
+        None, description="Separate validation file/glob; null = split off `val_fraction` "
+        "(`tokens` with a directory: its `val_*` shards when there are any).",
     )
     hf_split: str = Field("train", description="Split loaded by the `hf` source.")
     text_field: str = Field("text", description="Text field in JSONL/HF records.")
     label_field: str = Field("label", description="Label field in JSONL/HF records.")
-    max_bytes: PositiveInt = Field(
-        2_000_000, description="Cap on bytes read by `text_files`/`jsonl`/`hf` (keeps runs small)."
+    max_bytes: PositiveInt | None = Field(
+        None, description="Cap on bytes read by `text_files`/`jsonl`/`hf` (each of train and "
+        "validation); null = read everything. A cap that cuts the corpus logs how much was kept.",
     )
-    tokenizer: Literal["byte", "bpe"] = Field(
-        "byte", description="`byte` (256 symbols) or `bpe` (HF tokenizers, trained locally)."
+    tokenizer: Literal["byte", "bpe", "hf"] = Field(
+        "byte", description="`byte` (256 symbols), `bpe` (HF tokenizers, trained once on the "
+        "run's training texts and saved as `RUN_DIR/tokenizer.json`) or `hf` (a local "
+        "tokenizer, `data.tokenizer_path`).",
+    )
+    tokenizer_path: str | None = Field(
+        None, description="For `tokenizer: hf`: a `tokenizer.json` file or a `save_pretrained` "
+        "(AutoTokenizer) directory; no download.",
+    )
+    eos_token: str | None = Field(
+        None, description="End-of-document token of an `hf` tokenizer; null = the tokenizer's "
+        "own (`eos_token`, or a known one such as `<|endoftext|>` or `</s>` in a bare "
+        "tokenizer.json).",
     )
     bpe_vocab_size: PositiveInt = Field(1024, ge=260, description="Vocabulary of the `bpe` tokenizer.")
+    token_dtype: Literal["uint16", "uint32"] | None = Field(
+        None, description="dtype of raw `.bin` shards (`tokens` source); null = from the "
+        "`meta.json` beside them (`.npy` shards carry their own).",
+    )
     seq_len: PositiveInt = Field(128, description="Tokens per training sequence.")
     pack: bool = Field(
         True, description="Pack LM text into full `seq_len` blocks (no padding); off = one "
@@ -106,6 +177,17 @@ class DataConfig(Section):
     )
     image_size: PositiveInt = Field(16, description="Side of `synthetic_images` images.")
     markov: MarkovConfig = Field(default_factory=MarkovConfig, description="`synthetic_markov` source.")
+
+    @model_validator(mode="after")
+    def _tokenizer_path(self) -> DataConfig:
+        if self.tokenizer == "hf" and not self.tokenizer_path:
+            raise ValueError("data.tokenizer 'hf' needs data.tokenizer_path (a tokenizer.json "
+                             "file or a save_pretrained directory)")
+        if self.tokenizer != "hf" and (self.tokenizer_path or self.eos_token):
+            which = "data.tokenizer_path" if self.tokenizer_path else "data.eos_token"
+            raise ValueError(f"{which} is only read with data.tokenizer 'hf' (got "
+                             f"'{self.tokenizer}'); set data.tokenizer: hf or drop it")
+        return self
 
 
 class TaskConfig(Section):
@@ -173,16 +255,30 @@ class TrainingConfig(Section):
     micro_batch_size: PositiveInt = Field(16, description="Sequences per forward pass per worker.")
     grad_accum_steps: PositiveInt = Field(1, description="Micro-batches per optimizer step.")
     eval_every_n_steps: int = Field(100, ge=0, description="Validate every N steps (and at the end); 0 = only at the end.")
-    eval_batches: PositiveInt | None = Field(None, description="Cap on validation batches; null = whole split.")
+    eval_batches: PositiveInt | None = Field(
+        None, description="Evaluate the first eval_batches × micro_batch_size validation items "
+        "(split over the ranks, so the same items whatever the world size); null = whole split.")
     log_every_n_steps: PositiveInt = Field(10, description="Write a metrics record every N steps.")
     max_nonfinite_steps: PositiveInt = Field(
         3, description="Consecutive non-finite steps (skipped) before the run stops with an error."
+    )
+    max_time: str | None = Field(
+        None, description="Wall-time budget of this process (`90s`, `45m`, `3h`, `1d`): at the "
+        "first step boundary past it the run checkpoints, writes status `preempted` and exits; "
+        "the same command resumes.", pattern=r"^\s*\d+(\.\d+)?\s*[smhd]\s*$",
     )
     halt_at_step: PositiveInt | None = Field(
         None, description="End the run after this step as if preempted (checkpoint, no final "
         "eval); the schedule still follows max_steps. For time-boxed jobs; resume continues.",
     )
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig, description="Stop when `checkpoint.monitor` stops improving.")
+
+
+class FSDPConfig(Section):
+    wrap: list[str] | None = Field(
+        None, description="Module class names that become FSDP shard units, bottom-up; null = "
+        "an HF model's `_no_split_modules`, else the blocks of its `nn.ModuleList`s.",
+    )
 
 
 class DistributedConfig(Section):
@@ -196,6 +292,11 @@ class DistributedConfig(Section):
         "contradicts this config (micro-batch, accumulation, clipping, precision, stage, "
         "offload) is an error.",
     )
+    find_unused_parameters: bool = Field(
+        False, description="DDP: allow parameters that get no gradient in a step (a model "
+        "with branches); costs a graph walk per step.",
+    )
+    fsdp: FSDPConfig = Field(default_factory=FSDPConfig, description="FSDP2 sharding.")
     gpus_per_worker: float = Field(0.0, ge=0, description="GPUs reserved per Ray worker (0 = CPU workers).")
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved per Ray worker.")
     max_failures: int = Field(0, ge=-1, description="Worker-group restarts Ray may do (-1 = unlimited).")
@@ -222,6 +323,11 @@ class DistributedConfig(Section):
             )
         if (self.offload_optimizer or self.offload_params) and self.backend != "deepspeed":
             problems.append("distributed.offload_optimizer/offload_params need backend 'deepspeed'")
+        if self.find_unused_parameters and self.backend != "ddp":
+            problems.append(f"distributed.find_unused_parameters is a DDP option; backend is "
+                            f"'{self.backend}'")
+        if self.fsdp.wrap is not None and self.backend != "fsdp":
+            problems.append(f"distributed.fsdp.wrap needs backend 'fsdp' (got '{self.backend}')")
         if self.offload_params and self.zero_stage != 3:
             problems.append(f"distributed.offload_params needs zero_stage 3 (got {self.zero_stage})")
         if problems:

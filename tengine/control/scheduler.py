@@ -21,12 +21,11 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
-
 from tengine.control.jobs import JOB_TYPES, JobQueue
 from tengine.control.registry import check_name
 from tengine.control.store import SQLiteStore
 from tengine.errors import AlreadyExists, Invalid, NotFound
+from tengine.extras import require
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS schedules (
@@ -36,6 +35,12 @@ CREATE TABLE IF NOT EXISTS schedules (
     last_fire REAL NOT NULL);
 """
 MAX_FIRES_PER_TICK = 10_000  # a schedule left off for years does not stall the tick
+
+
+def _croniter():
+    """croniter, imported where a cron schedule needs it: the job queue and the registry work
+    without it (a core install), and a missing one is an error naming the extra."""
+    return require("croniter", "ray", "a cron schedule").croniter
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,7 @@ class Scheduler:
         check_name(name, "schedule name")
         if (cron is None) == (interval_s is None):
             raise Invalid("give exactly one of cron ('0 3 * * 1') or interval_s (seconds)")
-        if cron is not None and (len(cron.split()) != 5 or not croniter.is_valid(cron)):
+        if cron is not None and (len(cron.split()) != 5 or not _croniter().is_valid(cron)):
             raise Invalid(f"cron {cron!r} is not a valid 5-field expression "
                           "(minute hour day-of-month month day-of-week), e.g. '0 3 * * 1'")
         if interval_s is not None and interval_s <= 0:
@@ -151,7 +156,7 @@ class Scheduler:
                 out.append(t)
                 k += 1
             return out
-        it = croniter(s.cron, datetime.fromtimestamp(after, ZoneInfo(s.tz)))
+        it = _croniter()(s.cron, datetime.fromtimestamp(after, ZoneInfo(s.tz)))
         while len(out) < MAX_FIRES_PER_TICK:
             t = it.get_next(datetime).timestamp()
             if t > until:
@@ -164,7 +169,7 @@ class Scheduler:
             return None
         if s.interval_s is not None:
             return s.created + (int((s.last_fire - s.created) // s.interval_s) + 1) * s.interval_s
-        it = croniter(s.cron, datetime.fromtimestamp(s.last_fire, ZoneInfo(s.tz)))
+        it = _croniter()(s.cron, datetime.fromtimestamp(s.last_fire, ZoneInfo(s.tz)))
         return it.get_next(datetime).timestamp()
 
     def _schedule(self, row, with_next: bool = True) -> Schedule:

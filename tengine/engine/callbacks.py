@@ -26,6 +26,11 @@ class Callback:
     def on_epoch_end(self, trainer: Trainer, epoch: int) -> None: ...
     def on_fit_end(self, trainer: Trainer, summary: dict[str, Any]) -> None: ...
 
+    @property
+    def state_key(self) -> str:
+        """The name its state is saved under in a checkpoint (restored by name, not position)."""
+        return type(self).__name__
+
     def state_dict(self) -> dict:
         return {}
 
@@ -55,7 +60,7 @@ class ProgressBar(Callback):
         if self.bar is None:
             return
         self.bar.update(1)
-        if record:
+        if record and record["loss"] is not None:
             self.bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}")
 
     def on_eval_end(self, trainer: Trainer, record: dict[str, Any]) -> None:

@@ -5,8 +5,13 @@ Layout: `<root>/step_00000120/` holding what the Strategy and the Trainer write 
 is written under `.tmp-…`, the manifest last, then renamed into place, so a crash leaves either
 the previous state or a complete new one. On resume the newest checkpoint whose files match its
 manifest wins; a truncated or corrupted one is skipped with a warning. Hashing costs one read of
-every file (≈1 s/GB) at save and at resume, on rank 0 only (it tells the other ranks its choice);
-it is what makes "newest valid" trustworthy.
+every file (≈1 s/GB) at save, spread over the ranks, and at resume, on rank 0 only (it tells
+the other ranks its choice); it is what makes "newest valid" trustworthy.
+
+The manifest is not rank 0's directory listing (on NFS a listing can miss files another node
+just wrote): after the writes every rank lists what it sees, the union is taken, each file is
+hashed by one rank that saw it (spread by name), and rank 0 writes the manifest from the
+gathered hashes.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import os
 import re
 import shutil
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -61,11 +67,13 @@ class CheckpointManager:
     def __init__(self, root: Path, *, keep_last: int = 2, keep_best: int = 1,
                  monitor: str = "val_loss", mode: str = "min", is_main: bool = True,
                  barrier: Callable[[], None] = lambda: None,
-                 broadcast: Callable[[Any], Any] = lambda obj: obj):
+                 broadcast: Callable[[Any], Any] = lambda obj: obj,
+                 all_gather: Callable[[Any], list[Any]] = lambda obj: [obj], rank: int = 0):
         self.root = Path(root)
         self.keep_last, self.keep_best = keep_last, keep_best
         self.monitor, self.mode = monitor, mode
         self.is_main, self.barrier, self.broadcast = is_main, barrier, broadcast
+        self.all_gather, self.rank = all_gather, rank
 
     # --- saving ----------------------------------------------------------------------------
     def save(self, step: int, write: Callable[[Path], None], metrics: dict) -> Path:
@@ -78,13 +86,12 @@ class CheckpointManager:
         self.barrier()
         write(tmp)
         self.barrier()
+        hashes = self._hash_files(tmp)
         if self.is_main:
-            files = sorted(p for p in tmp.rglob("*") if p.is_file())
             manifest = {
                 "step": step, "created": time.time(),
                 "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
-                "files": {str(p.relative_to(tmp)): {"sha256": sha256_file(p), "size": p.stat().st_size}
-                          for p in files},
+                "files": dict(sorted(hashes.items())),
             }
             part = tmp / (MANIFEST + ".part")
             part.write_text(json.dumps(manifest, indent=1))
@@ -95,6 +102,24 @@ class CheckpointManager:
             self._retain()
         self.barrier()
         return final
+
+    def _list(self, directory: Path) -> list[str]:
+        """The files this rank sees under `directory` (relative paths)."""
+        return sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
+
+    def _hash_files(self, tmp: Path) -> dict[str, dict]:
+        """{file: {sha256, size}} of every file any rank sees, each hashed by one rank that
+        sees it: the one its name picks when that rank sees it, else the lowest that does."""
+        seen = [set(files) for files in self.all_gather(self._list(tmp))]
+        world = len(seen)
+        mine = {}
+        for rel in sorted(set().union(*seen)):
+            holders = [r for r in range(world) if rel in seen[r]]
+            pick = zlib.crc32(rel.encode()) % world
+            if (pick if pick in holders else holders[0]) == self.rank:
+                file = tmp / rel
+                mine[rel] = {"sha256": sha256_file(file), "size": file.stat().st_size}
+        return {k: v for part in self.all_gather(mine) for k, v in part.items()}
 
     # --- finding ---------------------------------------------------------------------------
     def checkpoints(self) -> list[Path]:

@@ -53,6 +53,23 @@ class GradientMonitor:
                 "Lower optim.lr, set optim.grad_clip, or use precision fp32/bf16 to find the cause.")
         return StepHealth(loss_v, norm_v, ok=False)
 
+    def after_step(self, health: StepHealth, grad_norm: float | None, step: int) -> StepHealth:
+        """A backend that measures the norm inside its own step (DeepSpeed) and skipped the
+        update for a non-finite one: count it like a step skipped here."""
+        health.grad_norm = grad_norm
+        if grad_norm is None or math.isfinite(grad_norm):
+            return health
+        health.ok = False
+        if self.scaled:  # the loss scaler probing its scale, not a strike
+            self.overflow_steps += 1
+            return health
+        self.consecutive, self.skipped_steps = self.consecutive + 1, self.skipped_steps + 1
+        if self.consecutive >= self.max_consecutive:
+            raise NonFiniteError(
+                f"step {step}: {self.consecutive} consecutive non-finite steps (the gradient "
+                f"norm was {grad_norm}); stopped without saving, the last good checkpoint is kept.")
+        return health
+
     def state_dict(self) -> dict:
         return {"consecutive": self.consecutive, "skipped_steps": self.skipped_steps,
                 "overflow_steps": self.overflow_steps}

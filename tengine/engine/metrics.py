@@ -3,7 +3,7 @@
 Sums (loss, count, correct, tokens) stay on the device and are read only when a record is
 made, in one sync; before reading they go through `reduce` (the Strategy's all_reduce), so the
 same code gives global metrics on many ranks. MFU = achieved FLOP/s ÷ the card's dense bf16
-peak, using the model's `flops_per_token(seq_len)` when it has one; it is null on CPU.
+peak, with `flops_per_token` below (the model's own, or an estimate); it is null on CPU.
 """
 
 from __future__ import annotations
@@ -28,6 +28,27 @@ def peak_flops(device: torch.device) -> float | None:
         return None
     name = torch.cuda.get_device_name(device)
     return next((peak for key, peak in PEAK_FLOPS if key in name), None)
+
+
+def flops_per_token(model: torch.nn.Module, seq_len: int) -> float:
+    """Training FLOPs per token: the model's own `flops_per_token(seq_len)`, else the PaLM
+    estimate 6·N + 12·L·d·T (App. B), N = parameters used in matmuls (embedding tables are
+    lookups and do not count, except one tied to the output head), L and d from an HF config
+    (`num_hidden_layers`, `hidden_size`) or `n_layers`/`d_model` attributes; no attention term
+    when the model has neither."""
+    own = getattr(model, "flops_per_token", None)
+    if callable(own):
+        return float(own(seq_len))
+    params = {id(p): p.numel() for p in model.parameters()}
+    tables = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    head = getattr(model, "get_output_embeddings", lambda: None)()
+    heads = {id(head.weight)} if head is not None and hasattr(head, "weight") else set()
+    n = sum(v for k, v in params.items() if k not in tables or k in heads)
+    config = getattr(model, "config", None)
+    layers = getattr(config, "num_hidden_layers", None) or getattr(model, "n_layers", None)
+    width = getattr(config, "hidden_size", None) or getattr(model, "d_model", None)
+    attention = 12 * layers * width * seq_len if layers and width else 0
+    return float(6 * n + attention)
 
 
 def batch_tokens(batch: dict) -> int:
@@ -58,10 +79,12 @@ class Accumulator:
 
     def read(self, reduce: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, float]:
         loss_sum, count, correct = reduce(self.sums.clone()).tolist()
-        loss = loss_sum / max(count, 1e-12)
+        if count <= 0:  # nothing counted (every step of the window skipped): no loss, not 0
+            return {"loss": None, "ppl": None, **({"accuracy": None} if self.has_correct else {})}
+        loss = loss_sum / count
         out = {"loss": loss, "ppl": math.exp(min(loss, 50.0))}
         if self.has_correct:
-            out["accuracy"] = correct / max(count, 1e-12)
+            out["accuracy"] = correct / count
         return out
 
 

@@ -17,9 +17,11 @@ from typing import Any
 
 from tengine.backends import BACKENDS, build_strategy
 from tengine.config import TengineConfig
-from tengine.data import COLLATORS, SOURCES, build_data
-from tengine.data.sources import stdlib_glob
+from tengine.data import COLLATORS, build_data
+from tengine.data.sources import resolve_source, stdlib_glob
+from tengine.data.tokens import shard_files
 from tengine.engine.checkpoint import MANIFEST
+from tengine.engine.data_context import checkpoint_context, run_context
 from tengine.engine.losses import resolve_loss
 from tengine.engine.reporter import LocalReporter, Reporter
 from tengine.engine.seeding import seed_everything
@@ -41,12 +43,16 @@ def preflight(cfg: TengineConfig) -> None:
     check(check_model, cfg.model, cfg.task.type)
     check(resolve_loss, cfg.task)
     check(_check_backend, cfg)
-    check(SOURCES.get, cfg.data.source)
+    check(resolve_source, cfg.data.source)  # an import path is imported: typos fail here
     if cfg.data.collator is not None:
         check(COLLATORS.get, cfg.data.collator)
     check(_check_files, cfg)
     check(_check_storage, cfg)
     check(_check_resume, cfg.checkpoint.resume)
+    if cfg.model.init_from:
+        from tengine.engine.weights import check_weights_path
+
+        check(check_weights_path, cfg.model.init_from)
     if problems:
         raise ConfigError(problems)
 
@@ -56,6 +62,11 @@ def _check_backend(cfg: TengineConfig) -> None:
     if name not in BACKENDS:  # a valid config value whose backend is not installed/built yet
         raise ConfigError(f"distributed.backend '{name}' is not available in this version; "
                           f"available: {', '.join(BACKENDS.names())}")
+    from tengine.extras import BACKEND_PACKAGES
+    from tengine.extras import check as check_installed
+
+    for module, extra in BACKEND_PACKAGES.get(name, ()):  # a spec lookup, nothing imported
+        check_installed(module, extra, f"distributed.backend '{name}'")
     if name == "deepspeed":
         from tengine.backends.deepspeed_config import deepspeed_config
 
@@ -88,18 +99,46 @@ def _check_resume(resume: str) -> None:
 
 def _check_files(cfg: TengineConfig) -> None:
     d = cfg.data
-    if d.source not in FILE_SOURCES:
-        return
-    paths = [("data.path", d.path or (stdlib_glob() if d.source == "text_files" else None))]
-    if d.val_path:
-        paths.append(("data.val_path", d.val_path))
+    problems = []
+    if d.tokenizer_path and not Path(d.tokenizer_path).exists():
+        problems.append(f"data.tokenizer_path: '{d.tokenizer_path}' does not exist; give a "
+                        "tokenizer.json file or a save_pretrained directory")
+    if d.source == "tokens":
+        for field, pattern in (("data.path", d.path), ("data.val_path", d.val_path)):
+            if pattern is None and field == "data.path":
+                problems.append("data.path: the tokens source needs shards (a glob of .bin/.npy "
+                                "files or a `tengine data prepare` directory)")
+            elif pattern is not None:
+                try:
+                    shard_files(pattern, field, "train" if field == "data.path" else "val")
+                except TengineError as err:
+                    problems.append(str(err))
+    paths = []
+    if d.source in FILE_SOURCES:
+        paths = [("data.path", d.path or (stdlib_glob() if d.source == "text_files" else None))]
+        if d.val_path:
+            paths.append(("data.val_path", d.val_path))
     for field, pattern in paths:
         if pattern is None:
-            raise ConfigError(f"{field}: the {d.source} source needs a path")
+            problems.append(f"{field}: the {d.source} source needs a path")
+            continue
         looks_local = d.source != "hf" or Path(pattern).suffix or "/" in pattern or "*" in pattern
         if looks_local and not glob.glob(pattern, recursive=True):
-            raise ConfigError(f"{field}: no file matches '{pattern}'; check the path "
-                              "(relative paths start at the current directory)")
+            problems.append(f"{field}: no file matches '{pattern}'; check the path "
+                            "(relative paths start at the current directory)")
+    if problems:
+        raise ConfigError(problems)
+
+
+def model_for(cfg: TengineConfig, bundle, initial_weights: bool = True):
+    """The model `cfg` names, sized by the data; `model.init_from`'s weights loaded into it."""
+    model = build_model(cfg.model, bundle.vocab_size, cfg.task.num_classes or bundle.num_classes,
+                        cfg.data.seq_len, task_type=cfg.task.type, pad_id=bundle.pad_id)
+    if initial_weights and cfg.model.init_from:
+        from tengine.engine.weights import init_from
+
+        init_from(model, cfg.model.init_from, strict=cfg.model.init_strict)
+    return model
 
 
 def evaluate(cfg: TengineConfig, checkpoint: str | Path) -> dict[str, Any]:
@@ -119,12 +158,11 @@ def evaluate(cfg: TengineConfig, checkpoint: str | Path) -> dict[str, Any]:
     if cfg.distributed.backend != "single":
         world_of_one()
     seed_everything(cfg.seed, cfg.deterministic)
-    bundle = build_data(cfg.data, cfg.task)
+    bundle = build_data(cfg.data, cfg.task, checkpoint_context(checkpoint))  # the run's tokenizer
     if len(bundle.val) == 0:
         raise ConfigError("data: the validation split is empty; raise data.val_fraction or give "
                           "the source's validation files")
-    model = build_model(cfg.model, bundle.vocab_size, cfg.task.num_classes or bundle.num_classes,
-                        cfg.data.seq_len)
+    model = model_for(cfg, bundle, initial_weights=False)  # the checkpoint's weights follow
     trainer = Trainer(model, cfg, TaskSpec.from_config(cfg.task),
                       reporter=MemoryReporter(Path(checkpoint).parent.parent), pad_id=bundle.pad_id,
                       loss_floor=bundle.loss_floor)
@@ -144,9 +182,8 @@ def run(cfg: TengineConfig, reporter: Reporter | None = None, strategy=None,
     # the same seed on every rank: the initial weights must agree (FSDP shards each rank's
     # own copy); the Trainer reseeds with seed + rank for dropout afterwards
     seed_everything(cfg.seed, cfg.deterministic)
-    bundle = build_data(cfg.data, cfg.task)
-    model = build_model(cfg.model, bundle.vocab_size, cfg.task.num_classes or bundle.num_classes,
-                        cfg.data.seq_len)
+    bundle = build_data(cfg.data, cfg.task, run_context(cfg, reporter, strategy))
+    model = model_for(cfg, bundle)
     trainer = Trainer(model, cfg, TaskSpec.from_config(cfg.task), strategy=strategy,
                       reporter=reporter, pad_id=bundle.pad_id, loss_floor=bundle.loss_floor)
     return trainer.train(bundle.train, bundle.val)

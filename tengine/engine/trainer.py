@@ -12,11 +12,13 @@ loss curve.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +41,12 @@ from tengine.engine.checkpoint import CheckpointManager
 from tengine.engine.envinfo import environment
 from tengine.engine.gradients import GradientMonitor, StepHealth
 from tengine.engine.losses import LossOutput, LossStrategy, build_loss
-from tengine.engine.metrics import Accumulator, MetricsEngine, batch_tokens
+from tengine.engine.metrics import Accumulator, MetricsEngine, batch_tokens, flops_per_token
 from tengine.engine.optim import apply_hyperparameters, build_optimizer, build_scheduler
+from tengine.engine.preemption import StopRequest
 from tengine.engine.reporter import LocalReporter, Reporter, write_json
 from tengine.engine.seeding import rng_state, seed_everything, set_rng_state
-from tengine.errors import CheckpointError, DataError
+from tengine.errors import CheckpointError, DataError, ModelError
 
 log = logging.getLogger("tengine")
 
@@ -53,12 +56,22 @@ class TrainState:
     step: int = 0  # optimizer steps done (skipped non-finite steps included)
     epoch: int = 0
     batch_in_epoch: int = 0  # micro-batches of `epoch` consumed
-    accum_count: int = 0  # micro-batches of an open window; 0 at every step boundary
     best_metric: float | None = None
     evals_without_improvement: int = 0
     global_batch: int = 0  # micro-batch × world size when saved: maps batch_in_epoch to a new world
     tokens: int = 0  # tokens trained on before this process (resumed runs)
     wall_s: float = 0.0  # wall time of earlier processes of this run
+
+    @classmethod
+    def from_saved(cls, saved: dict[str, Any]) -> TrainState:
+        """Fields this version knows; a field a newer version added is ignored (logged), one an
+        older checkpoint lacks keeps its default."""
+        known = {f.name for f in fields(cls)}
+        extra = sorted(set(saved) - known)
+        if extra:
+            log.info("checkpoint trainer state: ignoring fields this version does not know: %s",
+                     ", ".join(extra))
+        return cls(**{k: v for k, v in saved.items() if k in known})
 
 
 def archive_previous_run(run_dir: Path) -> Path | None:
@@ -75,8 +88,34 @@ def archive_previous_run(run_dir: Path) -> Path | None:
     return target
 
 
-def model_inputs(batch: dict) -> dict:
-    return {k: v for k, v in batch.items() if k != "labels"}
+def accepted_inputs(model: nn.Module) -> set[str] | None:
+    """Batch keys `model.forward` takes (None = any: it has **kwargs)."""
+    params = inspect.signature(model.forward).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return None
+    return set(params)
+
+
+def model_inputs(batch: dict, accepted: set[str] | None = None) -> dict:
+    """The batch minus `labels` (the loss reads them; an HF model would compute its own loss),
+    and minus what the model does not take (an `attention_mask` for a model without one)."""
+    return {k: v for k, v in batch.items()
+            if k != "labels" and (accepted is None or k in accepted)}
+
+
+def logits_of(outputs: Any) -> torch.Tensor:
+    """A tensor, a `ModelOutput`/dict with `logits`, or a tuple whose first item is the logits."""
+    if torch.is_tensor(outputs):
+        return outputs
+    if isinstance(outputs, Mapping):
+        if "logits" not in outputs:
+            raise ModelError(f"the model returned a {type(outputs).__name__} without 'logits' "
+                            f"(keys: {', '.join(outputs)}); return the logits tensor")
+        return outputs["logits"]
+    if isinstance(outputs, (tuple, list)) and outputs and torch.is_tensor(outputs[0]):
+        return outputs[0]
+    raise ModelError(f"the model returned {type(outputs).__name__}; return a logits tensor, a "
+                    "mapping with 'logits' or a tuple whose first item is the logits")
 
 
 class Trainer:
@@ -92,6 +131,7 @@ class Trainer:
         self.loss = loss or build_loss(cfg.task)
         self.model = self.strategy.prepare(
             model, lambda m: build_optimizer(m, cfg.optim, self.strategy.device))
+        self.accepted = accepted_inputs(self.strategy.unwrap())
         self.compute = self.strategy.compile_step(self._forward_loss) if cfg.compile \
             else self._forward_loss
         self.grad_monitor = GradientMonitor(cfg.training.max_nonfinite_steps,
@@ -100,7 +140,8 @@ class Trainer:
         self.checkpoints = CheckpointManager(
             self.reporter.checkpoint_root, keep_last=ck.keep_last, keep_best=ck.keep_best,
             monitor=ck.monitor, mode=ck.mode, is_main=self.strategy.is_main,
-            barrier=self.strategy.barrier, broadcast=self.strategy.broadcast)
+            barrier=self.strategy.barrier, broadcast=self.strategy.broadcast,
+            all_gather=self.strategy.all_gather, rank=self.strategy.rank)
         self.callbacks = [ProgressBar(progress_enabled(cfg.logging.progress_bar))]
         if cfg.logging.plots:
             self.callbacks.append(Plots(self.reporter.run_dir))
@@ -110,6 +151,8 @@ class Trainer:
         self.callbacks += callbacks or []
         self.pad_id, self.loss_floor = pad_id, loss_floor
         self.state = TrainState()
+        self.stop = StopRequest(cfg.training.max_time)
+        self._stop_votes: torch.Tensor | None = None  # ranks asking to stop, from train_step
         self.last: dict[str, dict] = {}  # latest train/val records
         self.resumed_from: Path | None = None
 
@@ -118,7 +161,7 @@ class Trainer:
         cfg, s = self.cfg, self.strategy
         loaders = self._loaders()
         self.train_loader = loaders.train(train_data)
-        self.val_loader = loaders.val(val_data) if val_data is not None else None
+        self.val_loader = loaders.val(val_data, cfg.training.eval_batches) if val_data is not None else None
         self.batches_per_epoch = self.train_loader.sampler.batches_per_epoch()
         if self.batches_per_epoch == 0:
             raise DataError(
@@ -132,10 +175,10 @@ class Trainer:
 
     def evaluate_checkpoint(self, checkpoint: str | Path, val_data: Dataset) -> dict[str, Any]:
         """Load `checkpoint` (verified against its manifest; any backend, any world size) and
-        evaluate it on `val_data` (at most `training.eval_batches` batches). Returns the `val`
+        evaluate it on `val_data` (the first `training.eval_batches` × micro-batch items, or all). Returns the `val`
         record: val_loss, val_perplexity or val_accuracy, ... ."""
         path = self.checkpoints.resolve(str(checkpoint))
-        self.val_loader = self._loaders().val(val_data)
+        self.val_loader = self._loaders().val(val_data, self.cfg.training.eval_batches)
         self.scheduler = build_scheduler(self.strategy.optimizer, self.cfg.schedule, 1)
         self.metrics = self._metrics_engine()
         self._restore(path)
@@ -143,6 +186,7 @@ class Trainer:
 
     def fit(self) -> dict[str, Any]:
         status = "completed"
+        self.stop.install()
         try:
             self._start()
             while self.state.step < self.max_steps:
@@ -159,6 +203,11 @@ class Trainer:
                 if self.state.step == self.cfg.training.halt_at_step:
                     status = "halted"
                     break
+                if self._stop_requested():
+                    log.warning("%s: stopping at step %d; the same command resumes",
+                                self.stop.reason(), self.state.step)
+                    status = "preempted"
+                    break
         except BaseException as err:  # record why the run ended, then let the error through
             # SystemExit: the process was told to end the run (a sweep scheduler stopping a trial)
             status = ("interrupted" if isinstance(err, KeyboardInterrupt)
@@ -168,6 +217,8 @@ class Trainer:
             except Exception:  # noqa: BLE001 — never mask the original error
                 log.exception("could not write summary.json after the run failed")
             raise
+        finally:
+            self.stop.uninstall()
         return self._finish(status)
 
     def train_step(self, window: list[dict]) -> StepHealth:
@@ -191,13 +242,19 @@ class Trainer:
                 s.backward(out.loss_sum / norm)
             loss_sum, count = loss_sum + out.loss_sum.detach(), count + out.count
         grad_norm = s.clip_grad_norm(self.cfg.optim.grad_clip)
-        global_loss = s.all_reduce(loss_sum.clone()) / total  # the grad norm is already global
+        # one reduction carries the loss and whether any rank was asked to stop (SIGTERM,
+        # max_time), so all ranks stop at the same step; it is read after the step's host sync
+        stop = torch.full((), float(self.stop.requested), device=s.device)
+        reduced = s.all_reduce(torch.stack([loss_sum, stop]))
+        global_loss, self._stop_votes = reduced[0] / total, reduced[1]  # the norm is already global
         health = self.grad_monitor.observe(global_loss, grad_norm, self.state.step + 1)
         if health.ok:
             s.optimizer_step()
-            if grad_norm is None:  # measured inside the backend's step
-                health.grad_norm = s.grad_norm_after_step()
-            self.metrics.add_train(LossOutput(loss_sum, count), tokens)
+            if grad_norm is None:  # measured inside the backend's step, which skips a bad one
+                health = self.grad_monitor.after_step(health, s.grad_norm_after_step(),
+                                                      self.state.step + 1)
+            if health.ok:
+                self.metrics.add_train(LossOutput(loss_sum, count), tokens)
         else:
             s.skip_step()
         self.scheduler.step()  # a skipped step still uses its schedule slot
@@ -208,13 +265,19 @@ class Trainer:
         self.metrics.pause()
         self.model.eval()
         acc = Accumulator(self.strategy.device)
-        cap = self.cfg.training.eval_batches
-        for i, batch in enumerate(self.val_loader):
-            if cap is not None and i >= cap:
-                break
+        batch, done = None, 0
+        for batch in self.val_loader:
             batch = self.strategy.to_device(batch)
             with self.strategy.autocast():
                 acc.add(self.compute(batch))
+            done += 1
+        # a rank holding fewer items runs as many forwards as the fullest one (FSDP and ZeRO-3
+        # gather weights in every forward) on a batch it already counted, and drops the outputs
+        for _ in range(self.val_loader.sampler.max_batches - done):
+            batch = batch if batch is not None else self.strategy.to_device(
+                self.val_loader.collate_fn([self.val_loader.dataset[0]]))
+            with self.strategy.autocast():
+                self.compute(batch)
         self.model.train()
         stats = acc.read(self.strategy.all_reduce)
         record = {"split": "val", "step": self.state.step, "epoch": self.state.epoch,
@@ -235,12 +298,11 @@ class Trainer:
 
     def _metrics_engine(self) -> MetricsEngine:
         s = self.strategy
-        flops = getattr(s.unwrap(), "flops_per_token", None)
-        return MetricsEngine(s.device, flops(self.cfg.data.seq_len) if flops else None,
+        return MetricsEngine(s.device, flops_per_token(s.unwrap(), self.cfg.data.seq_len),
                              s.world_size, s.all_reduce)
 
     def _forward_loss(self, batch: dict) -> LossOutput:
-        return self.loss(self.model(**model_inputs(batch)), batch)
+        return self.loss(logits_of(self.model(**model_inputs(batch, self.accepted))), batch)
 
     def save_checkpoint(self) -> Path:
         self.metrics.pause()
@@ -248,7 +310,7 @@ class Trainer:
                  "world_size": self.strategy.world_size, "tokens": self.state.tokens + self.metrics.total_tokens,
                  "wall_s": self.state.wall_s + time.perf_counter() - self._t0,
                  "grad_monitor": self.grad_monitor.state_dict(),
-                 "callbacks": [cb.state_dict() for cb in self.callbacks]}
+                 "callbacks": self._callback_states()}
         rank = self.strategy.rank
 
         def write(directory: Path) -> None:
@@ -308,10 +370,30 @@ class Trainer:
         else:  # more ranks than the run that saved: this rank keeps its fresh seed + rank
             log.warning("%s has no RNG state for rank %d; using seed + rank", path, self.strategy.rank)
         self.grad_monitor.load_state_dict(saved.pop("grad_monitor"))
-        for cb, cb_state in zip(self.callbacks, saved.pop("callbacks"), strict=False):
-            cb.load_state_dict(cb_state)
-        self.state = TrainState(**saved)
+        self._load_callback_states(saved.pop("callbacks", {}))
+        self.state = TrainState.from_saved(saved)
         self._remap_epoch_position()
+
+    def _callback_states(self) -> dict[str, dict]:
+        states: dict[str, dict] = {}
+        for cb in self.callbacks:
+            key, n = cb.state_key, 1
+            while key in states:  # two callbacks of one class: the second is `Name#2`
+                n += 1
+                key = f"{cb.state_key}#{n}"
+            states[key] = cb.state_dict()
+        return states
+
+    def _load_callback_states(self, saved: dict[str, dict] | list) -> None:
+        """By name: adding or removing a callback (logging.plots) does not shift the others.
+        A callback with no saved state keeps its fresh one; a saved one no callback claims is
+        dropped. (A list is the old positional format: nothing in it can be matched by name.)"""
+        if not isinstance(saved, dict):
+            return
+        current = self._callback_states()
+        for key, cb in zip(current, self.callbacks, strict=True):
+            if key in saved:
+                cb.load_state_dict(saved[key])
 
     def _global_batch(self) -> int:
         return self.cfg.training.micro_batch_size * self.strategy.world_size
@@ -353,6 +435,11 @@ class Trainer:
         self.reporter.log(record)
         return record
 
+    def _stop_requested(self) -> bool:
+        if self.strategy.world_size == 1 or self._stop_votes is None:
+            return self.stop.requested
+        return self._stop_votes.item() > 0  # computed with the step's loss: already synced
+
     def _early_stop(self, val: dict[str, Any]) -> bool:
         patience = self.cfg.training.early_stopping.patience
         value = self._monitored().get(self.cfg.checkpoint.monitor)
@@ -368,10 +455,13 @@ class Trainer:
 
     def _finish(self, status: str) -> dict[str, Any]:
         last_val = self.last.get("val", {}).get("step")
-        if status != "halted" and self.val_loader is not None and last_val != self.state.step:
+        # halted and preempted runs end quickly and resumably: no final evaluation
+        if status not in ("halted", "preempted") and self.val_loader is not None \
+                and last_val != self.state.step:
             self.evaluate()
-        latest = self.checkpoints.checkpoints()
-        if not latest or latest[-1].name != f"step_{self.state.step:08d}":
+        # rank 0 decides for all: ranks' listings of a shared dir can differ (NFS caching)
+        latest = self.checkpoints.checkpoints() if self.strategy.is_main else []
+        if self.strategy.broadcast(not latest or latest[-1].name != f"step_{self.state.step:08d}"):
             self.save_checkpoint()
         return self._write_summary(status)
 
@@ -401,6 +491,8 @@ class Trainer:
         }
         if error:
             summary["error"] = error
+        if status == "preempted":
+            summary["stopped_by"] = self.stop.reason()
         self._notify("on_fit_end", summary)
         self.reporter.finish(summary)
         return summary

@@ -1,10 +1,12 @@
-"""Model registry: `gpt`, `classifier`, `vision_cnn`, or any `package.module:factory`.
+"""Model registry: `gpt`, `hf`, `classifier`, `vision_cnn`, or any `package.module:factory`.
 
     model = build_model(cfg.model, vocab_size=258, num_classes=None, seq_len=128)
 
 Each registered builder takes the resolved `ModelConfig` plus what the data decided
-(vocab size, classes, sequence length). A user factory is called with `model.kwargs` and, where
-its signature names them, `vocab_size`, `num_classes` and `max_seq_len`.
+(vocab size, classes, sequence length, the task and the pad id). A user factory is called with
+`model.kwargs` and, where its signature names them, `vocab_size`, `num_classes` and
+`max_seq_len`. Every model then gets the same finishing: `use_cache` off for HF models (a user
+factory's too) and `model.activation_checkpointing`.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ def _need(value, field: str, hint: str):
 
 
 @MODELS.register("gpt")
-def _gpt(m: ModelConfig, vocab_size: int | None, num_classes: int | None, seq_len: int) -> nn.Module:
+def _gpt(m: ModelConfig, vocab_size: int | None, num_classes: int | None, seq_len: int,
+         **_) -> nn.Module:
     if m.size not in SIZES:
         raise ConfigError(f"model.size: '{m.size}' unknown{did_you_mean(m.size, list(SIZES))}; "
                           f"valid: {', '.join(SIZES)}")
@@ -48,7 +51,7 @@ def _gpt(m: ModelConfig, vocab_size: int | None, num_classes: int | None, seq_le
 
 @MODELS.register("classifier")
 def _classifier(m: ModelConfig, vocab_size: int | None, num_classes: int | None,
-                seq_len: int) -> nn.Module:
+                seq_len: int, **_) -> nn.Module:
     classes = _need(m.num_classes or num_classes, "model.num_classes", "set task.num_classes")
     vocab = _need(m.vocab_size or vocab_size, "model.vocab_size", "the data source sets none")
     return TextClassifier(vocab, classes, m.d_model or 64, m.dropout, **m.kwargs)
@@ -56,13 +59,21 @@ def _classifier(m: ModelConfig, vocab_size: int | None, num_classes: int | None,
 
 @MODELS.register("vision_cnn")
 def _vision(m: ModelConfig, vocab_size: int | None, num_classes: int | None,
-            seq_len: int) -> nn.Module:
+            seq_len: int, **_) -> nn.Module:
     classes = _need(m.num_classes or num_classes, "model.num_classes", "set task.num_classes")
     return VisionCNN(classes, dropout=m.dropout, **m.kwargs)
 
 
+@MODELS.register("hf")
+def _hf(m: ModelConfig, vocab_size: int | None, num_classes: int | None, seq_len: int,
+        task_type: str = "language_modeling", pad_id: int | None = None) -> nn.Module:
+    from tengine.models.hf import build_hf
+
+    return build_hf(m, task_type, vocab_size, num_classes, seq_len, pad_id)
+
+
 def _user_factory(factory, m: ModelConfig, vocab_size: int | None, num_classes: int | None,
-                  seq_len: int) -> nn.Module:
+                  seq_len: int, **_) -> nn.Module:
     params = inspect.signature(factory).parameters
     offered = {"vocab_size": m.vocab_size or vocab_size,
                "num_classes": m.num_classes or num_classes,
@@ -97,6 +108,17 @@ def check_model(m: ModelConfig, task_type: str) -> None:
     if m.name == "gpt" and m.size not in SIZES:
         problems.append(f"model.size: '{m.size}' unknown{did_you_mean(m.size, list(SIZES))}; "
                         f"valid: {', '.join(SIZES)}")
+    if m.name == "hf":
+        from tengine.models.hf import check_hf
+
+        check_hf(m, task_type)
+        if m.kwargs:
+            raise ConfigError("model.kwargs: not used by model.name 'hf'; put the fields in "
+                              "model.hf.config")
+        return
+    if m.activation_checkpointing and m.name in ("classifier", "vision_cnn"):
+        raise ConfigError(f"model.activation_checkpointing: model '{m.name}' has no blocks to "
+                          "recompute; turn it off")
     if m.name in BUILT:
         target, passed, tasks = BUILT[m.name]
         if task_type not in tasks:
@@ -119,8 +141,29 @@ def check_model(m: ModelConfig, task_type: str) -> None:
 
 
 def build_model(m: ModelConfig, vocab_size: int | None = None, num_classes: int | None = None,
-                seq_len: int = 128) -> nn.Module:
-    return resolve_builder(m.name)(m, vocab_size, num_classes, seq_len)
+                seq_len: int = 128, *, task_type: str = "language_modeling",
+                pad_id: int | None = None) -> nn.Module:
+    model = resolve_builder(m.name)(m, vocab_size, num_classes, seq_len, task_type=task_type,
+                                    pad_id=pad_id)
+    hf_config = getattr(model, "config", None)
+    if hasattr(hf_config, "use_cache"):  # an HF model, ours or a user factory's
+        hf_config.use_cache = False
+    if m.activation_checkpointing:
+        enable_activation_checkpointing(model, m.name)
+    return model
+
+
+def enable_activation_checkpointing(model: nn.Module, name: str) -> None:
+    """Recompute activations in backward: HF's own switch, or per block for our GPT."""
+    if hasattr(model, "gradient_checkpointing_enable"):
+        # non-reentrant: works with torch.compile, FSDP2 and inputs that need no grad
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    elif isinstance(model, GPT):
+        model.checkpoint_blocks = True
+    else:
+        raise ConfigError(f"model.activation_checkpointing: model '{name}' "
+                          f"({type(model).__name__}) has no gradient_checkpointing_enable(); "
+                          "wrap its blocks in torch.utils.checkpoint yourself or turn it off")
 
 
 __all__ = ["GPT", "MODELS", "SIZES", "TextClassifier", "VisionCNN", "build_model"]

@@ -15,6 +15,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 SIZES = {  # d_model, n_layers, n_heads
     "tiny": (64, 2, 4),
@@ -64,6 +65,7 @@ class GPT(nn.Module):
         if d_model % n_heads:
             raise ValueError(f"d_model {d_model} is not divisible by n_heads {n_heads}")
         self.max_seq_len, self.n_layers, self.d_model = max_seq_len, n_layers, d_model
+        self.checkpoint_blocks = False  # model.activation_checkpointing
         self.tok_emb = nn.Embedding(vocab_size, d_model)
         self.pos_emb = nn.Embedding(max_seq_len, d_model)
         self.drop = nn.Dropout(dropout)
@@ -91,8 +93,11 @@ class GPT(nn.Module):
             raise ValueError(f"sequence length {t} exceeds model.max_seq_len {self.max_seq_len}")
         pos = torch.arange(t, device=input_ids.device)
         x = self.drop(self.tok_emb(input_ids) + self.pos_emb(pos))
+        recompute = self.checkpoint_blocks and self.training and torch.is_grad_enabled()
         for block in self.blocks:
-            x = block(x)
+            # activation checkpointing: keep only each block's input, recompute in backward
+            # (the RNG state is replayed, so dropout masks are the same)
+            x = checkpoint(block, x, use_reentrant=False) if recompute else block(x)
         return self.lm_head(self.ln_f(x))
 
     def num_params(self, non_embedding: bool = True) -> int:

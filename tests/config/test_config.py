@@ -9,13 +9,17 @@ import yaml
 
 from tengine.cli import main
 from tengine.config import PRESETS, TaskSpec, TrainingConfigBuilder, load_config, to_yaml
+from tengine.config.loader import PRESETS_DIR, preset_names
 from tests.conftest import REPO
 
 
 def test_presets_load_from_yaml_and_builder_alike():
+    assert sorted(PRESETS) == preset_names()  # a builder method for every shipped preset
+    assert PRESETS_DIR == REPO / "tengine/config/presets"  # package data, not the repo's configs/
+    assert (REPO / "configs/presets").resolve() == PRESETS_DIR  # the repo's mirror is a link
     for name in PRESETS:
         from_builder = getattr(TrainingConfigBuilder, name)().build()
-        from_yaml = load_config(REPO / f"configs/presets/{name}.yaml")
+        from_yaml = load_config(PRESETS_DIR / f"{name}.yaml")
         assert from_builder == from_yaml
     assert TrainingConfigBuilder.distributed().build().distributed.backend == "ddp"
     assert TrainingConfigBuilder.low_memory().build().distributed.zero_stage == 3
@@ -28,6 +32,18 @@ def test_extends_merges_deeply_and_overrides_win(tmp_path):
     assert cfg.training.max_steps == 7
     assert cfg.training.micro_batch_size == 16  # from the base
     assert cfg.optim.lr == 1e-3 and cfg.training.grad_accum_steps == 4
+
+
+def test_a_base_next_to_the_config_wins_over_the_shipped_preset(tmp_path):
+    (tmp_path / "presets").mkdir()
+    (tmp_path / "presets/baseline.yaml").write_text("extends: ../base2.yaml\nseed: 11\n")
+    (tmp_path / "base2.yaml").write_text("training: {micro_batch_size: 3}\n")
+    child = tmp_path / "child.yaml"
+    child.write_text("extends: presets/baseline.yaml\n")
+    cfg = load_config(child)
+    assert (cfg.seed, cfg.training.micro_batch_size) == (11, 3)
+    (tmp_path / "presets/baseline.yaml").unlink()  # gone: the shipped preset again
+    assert load_config(child).training.micro_batch_size == 16
 
 
 def test_fluent_builder_sets_every_section():
@@ -68,7 +84,7 @@ def test_config_show_prints_the_resolved_config(capsys):
 
 
 def test_resolved_config_round_trips_through_yaml():
-    cfg = load_config(REPO / "configs/presets/production.yaml")
+    cfg = load_config(PRESETS_DIR / "production.yaml")
     assert load_config(base=yaml.safe_load(to_yaml(cfg))) == cfg
 
 

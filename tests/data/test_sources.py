@@ -163,3 +163,22 @@ def test_hf_source_uses_a_separate_validation_file(tmp_path):
     bundle = build_data(DataConfig(source="hf", path=str(tmp_path / "train.jsonl"),
                                    val_path=str(tmp_path / "val.jsonl"), seq_len=32), TaskConfig())
     assert "VALIDATION" in ByteTokenizer().decode(bundle.val[0]["input_ids"].tolist())
+
+
+def test_max_bytes_is_off_by_default_and_a_cut_says_what_it_kept(tmp_path, caplog):
+    (tmp_path / "big.txt").write_bytes(b"x = 1\n" * 500_000)  # 3 MB: past the old 2 MB cap
+    (tmp_path / "small.txt").write_text("y = 2\n")
+    whole = build_data(DataConfig(source="text_files", path=str(tmp_path / "*.txt"), seq_len=64),
+                       TaskConfig())
+    assert whole.info["tokens"] == 3_000_000 + 6 + 2  # every byte, an end-of-document per file
+    assert "max_bytes" not in caplog.text
+    cut = build_data(DataConfig(source="text_files", path=str(tmp_path / "*.txt"), seq_len=64,
+                                max_bytes=100_000), TaskConfig())
+    assert cut.info["tokens"] == 100_000 + 1 and cut.info["files"] == 1
+    assert "data.max_bytes 100000 cut data.path" in caplog.text
+    assert "kept 0.1 MB of 3.0 MB (3.3%; 1 of 2 files)" in caplog.text
+    _write_jsonl(tmp_path / "d.jsonl", [{"text": "a record " * 20}] * 100)
+    caplog.clear()
+    build_data(DataConfig(source="jsonl", path=str(tmp_path / "d.jsonl"), max_bytes=2_000,
+                          seq_len=16), TaskConfig())
+    assert "cut data.path" in caplog.text and "records, lines 1-" in caplog.text

@@ -84,8 +84,13 @@ def test_the_run_directory_contract(tmp_path, capsys):
     for key in ("status", "steps", "tokens", "train_loss", "val_loss", "best_val_loss",
                 "best_checkpoint", "tokens_per_s", "mfu", "wall_s", "loss_floor"):
         assert key in summary
-    assert summary["tokens"] == 20 * 32 * 32  # steps × micro-batch × seq_len and summary["best_checkpoint"]
+    assert summary["tokens"] == 20 * 32 * 32  # steps × micro-batch × seq_len
     records = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    vals = {r["step"]: r["val_loss"] for r in records if r["split"] == "val"}
+    best = min(vals, key=vals.get)  # the best checkpoint is the one at the lowest val_loss
+    assert summary["best_checkpoint"] == str(run_dir / f"checkpoints/step_{best:08d}")
+    assert json.loads((Path(summary["best_checkpoint"]) / "manifest.json").read_text())[
+        "metrics"]["val_loss"] == vals[best]
     assert {"step", "epoch", "split", "loss", "lr", "tokens_per_s", "grad_norm"} <= set(records[0])
     assert [r["step"] for r in records if r["split"] == "val"] == [10, 20]
     for png in ("loss.png", "lr.png", "throughput.png"):

@@ -34,7 +34,7 @@ from torch.utils.data import Dataset
 from tengine.config.schema import DataConfig, TaskConfig
 from tengine.data.context import DataContext
 from tengine.data.sources import SOURCES, DataBundle, _split_tail
-from tengine.data.tokenizers import TOKENIZER_FILE
+from tengine.data.tokenizers import HF_CONFIG_FILE, TOKENIZER_FILE
 from tengine.errors import DataError
 
 log = logging.getLogger("tengine")
@@ -189,11 +189,13 @@ def tokens(data: DataConfig, task: TaskConfig, context: DataContext) -> DataBund
         else _dir_val_shards(Path(data.path))
     if val_files:
         val = TokenShards(_open_all(val_files, data)[0], data.seq_len)
-    else:  # the tail val_fraction of the blocks
+    elif len(train):  # the tail val_fraction of the blocks
         cut = _split_tail(len(train), data.val_fraction)
         val = TokenShards(train_shards, data.seq_len, (cut, len(train)))
         train = TokenShards(train_shards, data.seq_len, (0, cut))
-    _keep_tokenizer(Path(data.path), meta, context)
+    else:  # no block at all: build_data reports the empty train split
+        val = train
+    _keep_tokenizer(Path(data.path), context)
     eos = meta.get("eos_id")
     return DataBundle(train, val, vocab_size=meta.get("vocab_size"),
                       pad_id=meta.get("pad_id", eos if eos is not None else 0),
@@ -201,10 +203,13 @@ def tokens(data: DataConfig, task: TaskConfig, context: DataContext) -> DataBund
                             "tokenizer": meta.get("tokenizer")})
 
 
-def _keep_tokenizer(path: Path, meta: dict, ctx: DataContext) -> None:
-    """The shards' tokenizer.json (from `data prepare`) goes to the run dir, so exports find it."""
-    source = (path if path.is_dir() else path.parent) / TOKENIZER_FILE
-    if ctx.is_main and ctx.run_dir is not None and source.is_file() \
-            and not (ctx.run_dir / TOKENIZER_FILE).exists():
+def _keep_tokenizer(path: Path, ctx: DataContext) -> None:
+    """The shards' tokenizer (from `data prepare`) goes to the run dir, so exports find it."""
+    source = path if path.is_dir() else path.parent
+    if not (ctx.is_main and ctx.run_dir is not None and (source / TOKENIZER_FILE).is_file()):
+        return
+    if not (ctx.run_dir / TOKENIZER_FILE).exists():
         ctx.run_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, ctx.run_dir / TOKENIZER_FILE)
+        for name in (TOKENIZER_FILE, HF_CONFIG_FILE):  # tokenizer_config.json: an hf one
+            if (source / name).is_file():
+                shutil.copyfile(source / name, ctx.run_dir / name)

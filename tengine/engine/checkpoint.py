@@ -22,7 +22,6 @@ import os
 import re
 import shutil
 import time
-import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -109,14 +108,14 @@ class CheckpointManager:
 
     def _hash_files(self, tmp: Path) -> dict[str, dict]:
         """{file: {sha256, size}} of every file any rank sees, each hashed by one rank that
-        sees it: the one its name picks when that rank sees it, else the lowest that does."""
+        sees it: file i of the (gathered, so identical) sorted union goes to rank i mod world
+        when that rank sees it, else to the lowest rank that does."""
         seen = [set(files) for files in self.all_gather(self._list(tmp))]
         world = len(seen)
         mine = {}
-        for rel in sorted(set().union(*seen)):
+        for i, rel in enumerate(sorted(set().union(*seen))):
             holders = [r for r in range(world) if rel in seen[r]]
-            pick = zlib.crc32(rel.encode()) % world
-            if (pick if pick in holders else holders[0]) == self.rank:
+            if (i % world if i % world in holders else holders[0]) == self.rank:
                 file = tmp / rel
                 mine[rel] = {"sha256": sha256_file(file), "size": file.stat().st_size}
         return {k: v for part in self.all_gather(mine) for k, v in part.items()}

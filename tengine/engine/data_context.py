@@ -8,6 +8,9 @@ checkpoint) reuses the tokenizer.json saved beside those checkpoints instead of 
 again, so its ids are the ones its weights were trained on. A fresh start trains (rank 0) and
 saves one; when it starts in a run dir that holds an earlier run, that run is moved aside first
 (as the Trainer would do a moment later), so the new tokenizer.json stays with the new run.
+Known gap: `auto` trusts that a checkpoint with a manifest will load (hashing it here would
+double the resume's cost); if every one fails its hashes, the Trainer starts fresh and moves the
+run dir aside, tokenizer.json with it, and the new run has none until it is resumed.
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ def run_context(cfg: TengineConfig, reporter, strategy) -> DataContext:
         saved = run_dir
     else:
         saved = None
-        if strategy.is_main:
+        writes = cfg.data.tokenizer != "byte" or cfg.data.source == "tokens"
+        if writes and strategy.is_main:  # only then earlier than the Trainer would
             archive_previous_run(run_dir)  # a no-op unless the dir holds an earlier run
     return DataContext(run_dir=run_dir, saved=saved, is_main=strategy.is_main,
                        broadcast=strategy.broadcast,

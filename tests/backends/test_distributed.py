@@ -252,3 +252,33 @@ def test_an_hf_model_trains_the_same_curve_on_every_backend(tmp_path, hf_referen
     init = json.loads((tmp_path / "init/summary.json").read_text())
     assert init["resumed_from"] is None and init["steps"] == 1
     assert abs(init["val_loss"] - summary["val_loss"]) <= 1e-5, (init["val_loss"], summary["val_loss"])
+
+
+def test_ddp_find_unused_parameters_lets_a_model_with_an_idle_branch_train(tmp_path):
+    branchy = ["model.name=tests.engine.helpers:branchy_gpt", "distributed.backend=ddp",
+               "training.max_steps=4", "checkpoint.every_n_steps=0"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "tengine", "train", str(REPO / "configs/quickstart.yaml"),
+           "--run-dir", str(tmp_path / "off"), *_sets([*COMMON, *branchy])]
+    off = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert off.returncode != 0 and "find_unused_parameters" in off.stderr
+    torchrun(2, tmp_path / "on", *branchy, "distributed.find_unused_parameters=true")
+    assert json.loads((tmp_path / "on/summary.json").read_text())["status"] == "completed"
+
+
+def test_fsdp_shard_units_are_chosen_by_class_bottom_up():
+    from tengine.backends.fsdp import shard_units
+    from tengine.config.schema import ModelConfig
+    from tengine.errors import ConfigError
+    from tengine.models import build_model
+
+    gpt = build_model(ModelConfig(n_layers=2), vocab_size=16, seq_len=8)
+    assert [type(m).__name__ for m in shard_units(gpt)] == ["Block", "Block"]  # the ModuleList
+    nested = shard_units(gpt, ["Block", "CausalSelfAttention"])
+    assert [type(m).__name__ for m in nested] == ["CausalSelfAttention"] * 2 + ["Block"] * 2
+    hf = build_model(ModelConfig(name="hf", hf={"config": {"model_type": "gpt2", "n_layer": 2,
+                     "n_embd": 32, "n_head": 2, "n_positions": 8}}), vocab_size=16, seq_len=8)
+    assert [type(m).__name__ for m in shard_units(hf)] == ["GPT2Block", "GPT2Block"]
+    with pytest.raises(ConfigError, match=r"distributed.fsdp.wrap: no module of class Blok in GPT;"
+                                          r" classes with parameters there: Block, "):
+        shard_units(gpt, ["Blok"])

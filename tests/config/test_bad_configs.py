@@ -45,6 +45,14 @@ CASES = {
     "fsdp with fp16": (["distributed.backend=fsdp", "precision=fp16"], ["precision 'fp16' with distributed.backend 'fsdp'", "use bf16"]),
     "resume path": (["checkpoint.resume=/nonexistent/step_00000010"], ["checkpoint.resume", "does not exist"]),
     "set without equals": (["optim.lr"], ["--set 'optim.lr'", "KEY=VALUE"]),
+    "hf without section": (["model.name=hf"], ["model.name 'hf' needs a model.hf section"]),
+    "hf section without hf": (['model.hf={"path": "x"}'], ["model.hf is set but model.name is 'gpt'"]),
+    "hf config without type": (["model.name=hf", 'model.hf={"config": {"n_layer": 2}}'], ["model.hf.config needs `model_type`"]),
+    "init_from missing": (["model.init_from=/nonexistent/w.safetensors"], ["model.init_from: '/nonexistent/w.safetensors' does not exist"]),
+    "activation checkpointing without blocks": (["model.name=classifier", "task.type=classification", "task.num_classes=2", "data.source=synthetic_classification", "model.activation_checkpointing=true"], ["model.activation_checkpointing: model 'classifier' has no blocks"]),
+    "find_unused without ddp": (["distributed.backend=fsdp", "distributed.find_unused_parameters=true"], ["find_unused_parameters is a DDP option"]),
+    "fsdp wrap without fsdp": (['distributed.fsdp={"wrap": ["Block"]}'], ["distributed.fsdp.wrap needs backend 'fsdp'"]),
+    "max_time form": (["training.max_time=3 hours"], ["training.max_time", "'3 hours'"]),
 }
 
 

@@ -8,12 +8,13 @@ import sysconfig
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tengine.cli import main
 from tengine.config.schema import DataConfig, TaskConfig
 from tengine.data import BPETokenizer, DataContext, build_data
-from tengine.data.tokenizers import build_tokenizer, load_hf_tokenizer
+from tengine.data.tokenizers import build_tokenizer, load_hf_tokenizer, load_saved
 from tengine.errors import DataError
 from tests.conftest import REPO, TINY, read_jsonl
 
@@ -139,11 +140,23 @@ def test_an_hf_tokenizer_directory_trains_a_tiny_gpt(hf_dir, tmp_path):
     copy = AutoTokenizer.from_pretrained(str(run_dir))  # exports can load the run's copy
     text = (corpus / "textwrap.py").read_text()
     assert copy(text)["input_ids"] == reference(text)["input_ids"]
+    kept = load_saved(DataConfig(tokenizer="hf", tokenizer_path=str(hf_dir)), run_dir)
+    assert kept.encode(text) == reference(text)["input_ids"]  # what resume and evaluate load
     bundle = build_data(DataConfig(source="text_files", path=f"{corpus}/*.py", tokenizer="hf",
                                    tokenizer_path=str(hf_dir), seq_len=32), TaskConfig())
     assert bundle.vocab_size == len(reference) and bundle.pad_id == reference.pad_token_id
+    first = reference(sorted(corpus.glob("*.py"))[0].read_text())["input_ids"]
     ids = bundle.train[0]["input_ids"].tolist() + [bundle.train[0]["labels"][-1].item()]
-    assert ids == reference(sorted(corpus.glob("*.py"))[0].read_text())["input_ids"][:33]
+    assert ids == first[:33]
+
+    from tengine.data.prepare import PrepareOptions, prepare  # the same tokenizer for shards
+
+    meta = prepare([f"{corpus}/*.py"], tmp_path / "shards",
+                   PrepareOptions(tokenizer="hf", tokenizer_path=str(hf_dir)))
+    assert (meta["vocab_size"], meta["eos_id"]) == (len(reference), reference.eos_token_id)
+    shard = np.fromfile(tmp_path / "shards/train_000000.bin", dtype=meta["dtype"])
+    assert shard[:len(first) + 1].tolist() == [*first, reference.eos_token_id]
+    assert (tmp_path / "shards/tokenizer_config.json").is_file()
 
 
 def test_a_bare_tokenizer_json_and_clear_errors(hf_dir, tmp_path, capsys):

@@ -64,3 +64,15 @@ class SlowGPT(GPT):
 
 def slow_gpt(vocab_size: int, max_seq_len: int, delay_s: float = 0.02) -> SlowGPT:
     return SlowGPT(vocab_size, 32, 1, 2, max_seq_len=max_seq_len, dropout=0.1, delay_s=delay_s)
+
+
+class BranchyGPT(GPT):
+    """A GPT with a head that never gets a gradient (DDP needs find_unused_parameters)."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.unused_head = torch.nn.Linear(self.d_model, 3)
+
+
+def branchy_gpt(vocab_size: int, max_seq_len: int) -> BranchyGPT:
+    return BranchyGPT(vocab_size, 32, 1, 2, max_seq_len=max_seq_len)

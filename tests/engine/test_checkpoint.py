@@ -147,3 +147,113 @@ def test_resuming_from_an_earlier_checkpoint_drops_the_replaced_timeline(tiny_co
     # the new step 20 is kept (newest), the old 20 and 30 are gone, 10 fell to keep_last=1
     assert sorted(p.name for p in root.glob("step_*")) == ["step_00000020"]
     assert (root / "step_00000020" / "manifest.json").read_text() != first_20
+
+
+def test_the_manifest_holds_every_ranks_files_even_those_rank_0_cannot_see(tmp_path):
+    """Two ranks (threads sharing the checkpoint dir, as two nodes share NFS). Rank 0's listing
+    misses rank 1's shard, as a node's cached view of NFS can: the manifest still has it, with
+    the hash rank 1 computed, and the hashing is spread over both ranks."""
+    import threading
+
+    import tengine.engine.checkpoint as ckpt
+
+    barrier = threading.Barrier(2)
+    gathered: dict[int, list] = {}
+    lock = threading.Lock()
+    rounds = [0, 0]
+
+    def all_gather_for(rank):
+        def all_gather(obj):
+            with lock:
+                gathered.setdefault(rounds[rank], [None, None])[rank] = obj
+            barrier.wait()
+            out = list(gathered[rounds[rank]])
+            barrier.wait()
+            rounds[rank] += 1
+            return out
+        return all_gather
+
+    class Rank0View(CheckpointManager):  # a stale listing: rank 1's files are not there yet
+        def _list(self, directory):
+            return [f for f in super()._list(directory) if "rank1" not in f]
+
+    hashed: dict[int, list[str]] = {0: [], 1: []}
+    real_sha = ckpt.sha256_file
+
+    def counting_sha(path):
+        hashed[int(threading.current_thread().name[-1])].append(path.name)
+        return real_sha(path)
+
+    def write_for(rank):
+        def write(directory):
+            for i in range(4):
+                (directory / f"shard_rank{rank}_{i}.bin").write_bytes(bytes([rank, i]) * 100)
+        return write
+
+    managers = {0: Rank0View(tmp_path, is_main=True, rank=0, barrier=barrier.wait,
+                             all_gather=all_gather_for(0)),
+                1: CheckpointManager(tmp_path, is_main=False, rank=1, barrier=barrier.wait,
+                                     all_gather=all_gather_for(1))}
+    errors = []
+
+    def save(rank):
+        try:
+            managers[rank].save(3, write_for(rank), {"val_loss": 1.0})
+        except Exception as err:  # noqa: BLE001
+            errors.append(err)
+            barrier.abort()
+
+    ckpt.sha256_file = counting_sha
+    try:
+        threads = [threading.Thread(target=save, args=(r,), name=f"rank{r}") for r in (0, 1)]
+        [t.start() for t in threads]
+        [t.join(30) for t in threads]
+    finally:
+        ckpt.sha256_file = real_sha
+    assert not errors, errors
+    final = tmp_path / "step_00000003"
+    files = json.loads((final / "manifest.json").read_text())["files"]
+    assert sorted(files) == sorted(f"shard_rank{r}_{i}.bin" for r in (0, 1) for i in range(4))
+    assert verify(final) is None  # every hash right
+    assert all(name.startswith("shard_rank1") for name in hashed[1] if "rank1" in name)
+    assert hashed[0] and hashed[1]  # both ranks hashed: the work is spread
+    assert not set(hashed[0]) & set(hashed[1])  # each file once
+
+
+def test_callback_states_are_restored_by_name_when_plots_are_toggled(tiny_config):
+    """A checkpoint saved with plots off, resumed with plots on (one more callback before the
+    user's): the user's callback gets its own state back, not the next one's."""
+    from tengine.engine.callbacks import Callback
+    from tengine.engine.trainer import TrainState
+
+    class Counter(Callback):
+        def __init__(self):
+            self.steps = 0
+
+        def on_step_end(self, trainer, record):
+            self.steps += 1
+
+        def state_dict(self):
+            return {"steps": self.steps}
+
+        def load_state_dict(self, state):
+            self.steps = state["steps"]
+
+    from tengine import TaskSpec, Trainer
+    from tengine.data import build_data
+    from tengine.models import build_model
+
+    def train(cfg, counter):
+        data = build_data(cfg.data, cfg.task)
+        model = build_model(cfg.model, data.vocab_size, seq_len=cfg.data.seq_len)
+        return Trainer(model, cfg, TaskSpec.language_modeling(), callbacks=[counter]).train(
+            data.train, data.val)
+
+    first = Counter()
+    train(tiny_config("training.max_steps=10", "training.halt_at_step=6", "logging.plots=false"), first)
+    second = Counter()
+    train(tiny_config("training.max_steps=10", "logging.plots=true"), second)
+    assert first.steps == 6 and second.steps == 10  # 6 restored + 4 more
+    # a field a newer version wrote is ignored; one an older checkpoint lacks has its default
+    state = TrainState.from_saved({"step": 3, "epoch": 1, "a_future_field": 7})
+    assert state.step == 3 and state.epoch == 1 and state.tokens == 0

@@ -56,3 +56,22 @@ def test_gradient_norm_is_the_global_l2_norm(tiny_config):
     assert norm.item() == pytest.approx(expected, rel=1e-5)
     health = GradientMonitor().observe(torch.tensor(1.0), norm, step=1)
     assert health.ok and health.grad_norm == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_window_of_only_skipped_steps_logs_no_loss_and_is_never_the_best(tiny_config):
+    """Steps 3 and 4 are both non-finite: the record for that window has no loss (it read
+    0.0, perplexity 1.0 before), and its checkpoint cannot be the best by train_loss."""
+    cfg = tiny_config("training.max_steps=8", "training.log_every_n_steps=2",
+                      "checkpoint.every_n_steps=2", "checkpoint.monitor=train_loss",
+                      "checkpoint.keep_last=1", "checkpoint.keep_best=1")
+    trainer, data = _trainer(cfg, poison={3, 4})
+    summary = trainer.train(data.train, data.val)
+    records = {r["step"]: r for r in map(json.loads, Path(summary["run_dir"], "metrics.jsonl")
+                                         .read_text().splitlines()) if r["split"] == "train"}
+    assert records[4]["loss"] is None and records[4]["ppl"] is None
+    assert records[2]["loss"] > 0 and records[6]["loss"] > 0
+    manifest = json.loads(Path(cfg.run_dir(), "checkpoints/step_00000004/manifest.json").read_text()) \
+        if Path(cfg.run_dir(), "checkpoints/step_00000004").exists() else None
+    assert manifest is None  # not kept as the best: it has no train_loss to rank by
+    best = summary["best_checkpoint"]
+    assert best is not None and not best.endswith("step_00000004")

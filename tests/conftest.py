@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ os.environ.pop("RAY_ADDRESS", None)  # tests start (and stop) the Ray they use t
 from tengine.config import load_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
 
 # ~2 s runs in this process: 20k tokens, 32-token sequences, the tiny GPT.
 TINY = [
@@ -40,3 +42,23 @@ def tiny_config(tmp_path):
 
 def read_jsonl(path: Path, split: str = "train") -> list[dict]:
     return [r for line in path.read_text().splitlines() if (r := json.loads(line))["split"] == split]
+
+
+@pytest.fixture(scope="session")
+def hf_dir(tmp_path_factory) -> Path:
+    """A byte-level BPE built with `tokenizers`, wrapped and saved by transformers."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator([(STDLIB / n).read_text() for n in ("bisect.py", "colorsys.py")],
+                            trainer=trainers.BpeTrainer(
+                                vocab_size=400, special_tokens=["<|endoftext|>", "<pad>"],
+                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                show_progress=False))
+    directory = tmp_path_factory.mktemp("hf") / "tok"
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
+                            pad_token="<pad>").save_pretrained(str(directory))
+    return directory

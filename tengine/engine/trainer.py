@@ -361,7 +361,14 @@ class Trainer:
                 f"{path} was saved by {saved_world} {self.strategy.name} ranks and this run has "
                 f"{self.strategy.world_size}; {self.strategy.name} checkpoints do not reshard: "
                 f"resume with {saved_world} workers (ddp and fsdp checkpoints reshard)")
-        extra = self.strategy.load(path)
+        try:
+            extra = self.strategy.load(path)
+        except (RuntimeError, KeyError, ValueError) as err:  # load_state_dict: keys or shapes
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise CheckpointError(
+                f"{path} does not fit this model or optimizer ({first[:300]}); resume it with "
+                "the config that saved it, or start fresh (checkpoint.resume: never; "
+                "model.init_from loads weights alone and reports the keys that differ)") from err
         self.scheduler.load_state_dict(extra["scheduler"])
         apply_hyperparameters(self.strategy.optimizer, self.scheduler, self.cfg.optim)
         rng_file = path / f"rng_rank{self.strategy.rank}.pt"

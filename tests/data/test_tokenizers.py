@@ -100,26 +100,6 @@ def test_rank_0_trains_the_bpe_and_the_other_ranks_load_it(tmp_path):
     assert "training failed on rank 0" in str(one)
 
 
-@pytest.fixture(scope="module")
-def hf_dir(tmp_path_factory) -> Path:
-    """A byte-level BPE built with `tokenizers`, wrapped and saved by transformers."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator([(STDLIB / n).read_text() for n in ("bisect.py", "colorsys.py")],
-                            trainer=trainers.BpeTrainer(
-                                vocab_size=400, special_tokens=["<|endoftext|>", "<pad>"],
-                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                show_progress=False))
-    directory = tmp_path_factory.mktemp("hf") / "tok"
-    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
-                            pad_token="<pad>").save_pretrained(str(directory))
-    return directory
-
-
 def test_an_hf_tokenizer_directory_trains_a_tiny_gpt(hf_dir, tmp_path):
     from transformers import AutoTokenizer
 

@@ -257,3 +257,13 @@ def test_callback_states_are_restored_by_name_when_plots_are_toggled(tiny_config
     # a field a newer version wrote is ignored; one an older checkpoint lacks has its default
     state = TrainState.from_saved({"step": 3, "epoch": 1, "a_future_field": 7})
     assert state.step == 3 and state.epoch == 1 and state.tokens == 0
+
+
+def test_a_checkpoint_of_another_model_is_a_clear_error(tiny_config):
+    from tengine.engine import run
+    from tengine.errors import CheckpointError
+
+    run(tiny_config("training.max_steps=2"))
+    with pytest.raises(CheckpointError, match=r"does not fit this model or optimizer.*"
+                                              r"checkpoint.resume: never"):
+        run(tiny_config("training.max_steps=4", "model.d_model=32"))

@@ -8,9 +8,9 @@ checkpoint) reuses the tokenizer.json saved beside those checkpoints instead of 
 again, so its ids are the ones its weights were trained on. A fresh start trains (rank 0) and
 saves one; when it starts in a run dir that holds an earlier run, that run is moved aside first
 (as the Trainer would do a moment later), so the new tokenizer.json stays with the new run.
-Known gap: `auto` trusts that a checkpoint with a manifest will load (hashing it here would
-double the resume's cost); if every one fails its hashes, the Trainer starts fresh and moves the
-run dir aside, tokenizer.json with it, and the new run has none until it is resumed.
+`auto` trusts that a checkpoint with a manifest will load (hashing it here would double the
+resume's cost); if every one fails its hashes, the Trainer starts fresh with the tokenizer this
+data was built with: it moves the earlier run aside and keeps the tokenizer files in place.
 """
 
 from __future__ import annotations

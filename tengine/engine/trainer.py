@@ -16,6 +16,7 @@ import inspect
 import json
 import logging
 import math
+import shutil
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
@@ -74,8 +75,15 @@ class TrainState:
         return cls(**{k: v for k, v in saved.items() if k in known})
 
 
+# What a run's data building may already have put in the run dir for this run (the tokenizer
+# its ids come from): kept in place when an earlier run is moved aside at the start
+RUN_INPUTS = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
 def archive_previous_run(run_dir: Path) -> Path | None:
-    """A fresh start in a used run dir moves the old run aside (`<dir>-<time>`): nothing lost."""
+    """A fresh start in a used run dir moves the old run aside (`<dir>-<time>`): nothing lost.
+    The tokenizer files stay too (copied back): when they are there at this point the data of
+    this run was just built with them (a run whose checkpoints all failed verification)."""
     if not ((run_dir / "metrics.jsonl").exists() or (run_dir / "checkpoints").exists()):
         return None
     target = run_dir.with_name(f"{run_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -84,6 +92,11 @@ def archive_previous_run(run_dir: Path) -> Path | None:
         suffix += 1
         target = target.with_name(f"{run_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}-{suffix}")
     run_dir.rename(target)
+    kept = [name for name in RUN_INPUTS if (target / name).is_file()]
+    if kept:
+        run_dir.mkdir(parents=True)
+        for name in kept:
+            shutil.copy2(target / name, run_dir / name)
     log.warning("not resuming: moved the earlier run in %s to %s", run_dir, target)
     return target
 

@@ -125,8 +125,10 @@ def check_model(m: ModelConfig, task_type: str) -> None:
             problems.append(f"model.name '{m.name}' cannot do task.type '{task_type}' (it fits "
                             f"{', '.join(sorted(tasks))}); pick another model or your own "
                             "package.module:factory")
-    else:
+    elif isinstance(builder, partial):  # a user factory: its own signature takes model.kwargs
         target, passed = builder.args[0], set()
+    else:  # registered by a user: it gets the ModelConfig and handles model.kwargs itself
+        return
     params = inspect.signature(target).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         allowed = [n for n in params if n not in passed and n != "self"]
@@ -155,14 +157,17 @@ def build_model(m: ModelConfig, vocab_size: int | None = None, num_classes: int 
 
 def enable_activation_checkpointing(model: nn.Module, name: str) -> None:
     """Recompute activations in backward: HF's own switch, or per block for our GPT."""
-    if hasattr(model, "gradient_checkpointing_enable"):
-        # non-reentrant: works with torch.compile, FSDP2 and inputs that need no grad
+    # non-reentrant: works with torch.compile, FSDP2 and inputs that need no grad
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers ≥ 5 (the old name warns)
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    elif hasattr(model, "gradient_checkpointing_enable"):
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     elif isinstance(model, GPT):
         model.checkpoint_blocks = True
     else:
         raise ConfigError(f"model.activation_checkpointing: model '{name}' "
-                          f"({type(model).__name__}) has no gradient_checkpointing_enable(); "
+                          f"({type(model).__name__}) has no activation_checkpointing_enable() or "
+                          "gradient_checkpointing_enable(); "
                           "wrap its blocks in torch.utils.checkpoint yourself or turn it off")
 
 

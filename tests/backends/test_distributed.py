@@ -282,3 +282,27 @@ def test_fsdp_shard_units_are_chosen_by_class_bottom_up():
     with pytest.raises(ConfigError, match=r"distributed.fsdp.wrap: no module of class Blok in GPT;"
                                           r" classes with parameters there: Block, "):
         shard_units(gpt, ["Blok"])
+
+
+def test_max_time_stops_every_rank_at_the_same_step_and_resumes(tmp_path):
+    """Each rank's clock runs out at its own moment; the stop rides the step's loss all-reduce,
+    so both ranks checkpoint the same step (a rank that stopped alone would leave the other
+    hanging in its next collective). torchrun reports the workers' exit 75 as a failure."""
+    from tengine.engine.checkpoint import verify
+
+    run_dir = tmp_path / "run"
+    slow = ["model.name=tests.engine.helpers:slow_gpt", "distributed.backend=ddp",
+            "training.micro_batch_size=8", "training.max_steps=400", "checkpoint.every_n_steps=0"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "tengine", "train", str(REPO / "configs/quickstart.yaml"), "--run-dir", str(run_dir),
+           *_sets([*COMMON, *slow, "training.max_time=4s"])]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode != 0 and "exitcode  : 75" in proc.stderr, proc.stderr[-2000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "preempted" and 0 < summary["steps"] < 400
+    ckpt = Path(summary["last_checkpoint"])
+    assert ckpt.name == f"step_{summary['steps']:08d}" and verify(ckpt) is None
+    assert {"rng_rank0.pt", "rng_rank1.pt"} <= {p.name for p in ckpt.iterdir()}
+    torchrun(2, run_dir, *slow, "training.max_steps=" + str(summary["steps"] + 5))
+    done = json.loads((run_dir / "summary.json").read_text())
+    assert done["status"] == "completed" and done["resumed_from"] == str(ckpt)

@@ -15,13 +15,15 @@ from tests.conftest import REPO
 
 def test_killed_worker_is_survived_and_the_curve_is_unchanged(tmp_path):
     reference = tmp_path / "single"
-    single(reference, "training.micro_batch_size=16")
+    # the whole validation split on both sides (eval_batches counts micro-batches, 8 vs 16)
+    single(reference, "training.micro_batch_size=16", "training.eval_batches=null")
 
     run_dir = tmp_path / "ray"
     env = {**os.environ, "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1"}
     env.pop("RAY_ADDRESS", None)  # an embedded Ray, started and stopped by the command
     args = [*COMMON, "distributed.backend=ddp", "training.micro_batch_size=8",
-            "distributed.kill_rank_at_step=15", "distributed.max_failures=2"]
+            "distributed.kill_rank_at_step=15", "distributed.max_failures=2",
+            "training.eval_batches=null"]
     proc = subprocess.run([sys.executable, "-m", "tengine", "train",
                            str(REPO / "configs/quickstart.yaml"), "--run-dir", str(run_dir),
                            "--workers", "2", *_sets(args)],
@@ -52,7 +54,8 @@ def _train(run_dir, *args: str):
 
 def test_checkpoints_reach_ray_storage_and_a_lost_run_dir_resumes_from_there(tmp_path):
     reference = tmp_path / "single"
-    single(reference, "training.micro_batch_size=16")
+    # the whole validation split on both sides (eval_batches counts micro-batches, 8 vs 16)
+    single(reference, "training.micro_batch_size=16", "training.eval_batches=null")
     run_dir, storage = tmp_path / "ray", tmp_path / "storage"
     args = [*COMMON, "distributed.backend=ddp", "training.micro_batch_size=8",
             f"distributed.storage_path={storage}", "checkpoint.keep_last=1", "checkpoint.keep_best=0"]

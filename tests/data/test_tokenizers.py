@@ -64,6 +64,27 @@ def test_a_resumed_bpe_run_keeps_its_tokenizer_when_the_corpus_grows(tmp_path, c
         != retrained.encode(texts[-1])
 
 
+def test_a_fresh_start_after_every_checkpoint_failed_keeps_the_tokenizer_it_used(tmp_path):
+    """resume auto found checkpoints, so the data was built with the saved tokenizer; every
+    one then fails its hashes, the Trainer starts fresh and moves the old run aside: the new
+    run keeps the tokenizer.json its ids came from."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "bisect.py").write_text((STDLIB / "bisect.py").read_text())
+    run_dir = tmp_path / "run"
+    sets = [*BPE, f"data.path={corpus}/*.py", "training.max_steps=6"]
+    assert _train(run_dir, *sets) == 0
+    saved = (run_dir / "tokenizer.json").read_bytes()
+    for ckpt in (run_dir / "checkpoints").iterdir():
+        (ckpt / "model.safetensors").write_bytes(b"corrupted")
+    assert _train(run_dir, *sets, "training.max_steps=8") == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["resumed_from"] is None and summary["steps"] == 8  # a fresh start
+    assert (run_dir / "tokenizer.json").read_bytes() == saved
+    assert len(list(tmp_path.glob("run-*"))) == 1  # the earlier run, moved aside whole
+    assert (next(tmp_path.glob("run-*")) / "tokenizer.json").read_bytes() == saved
+
+
 def test_rank_0_trains_the_bpe_and_the_other_ranks_load_it(tmp_path):
     data = DataConfig(tokenizer="bpe", bpe_vocab_size=300)
     texts = [(STDLIB / "bisect.py").read_text()]

@@ -57,3 +57,15 @@ def test_classifiers_shapes():
     assert cnn(torch.randn(2, 3, 16, 16)).shape == (2, 5)
     with pytest.raises(ConfigError, match="model.num_classes: required"):
         build_model(ModelConfig(name="vision_cnn"))
+
+
+def test_a_model_registered_by_name_passes_preflight_and_builds():
+    from tengine.models import MODELS, check_model
+
+    @MODELS.register("test_registered_mlp")
+    def _mlp(m, vocab_size, num_classes, seq_len, **_):
+        return torch.nn.Sequential(torch.nn.Embedding(vocab_size, 8), torch.nn.Linear(8, vocab_size))
+
+    check_model(ModelConfig(name="test_registered_mlp"), "language_modeling")
+    model = build_model(ModelConfig(name="test_registered_mlp"), vocab_size=12)
+    assert model(torch.zeros(1, 3, dtype=torch.long)).shape == (1, 3, 12)

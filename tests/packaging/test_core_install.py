@@ -65,6 +65,10 @@ CASES = {
     "bpe": (["train", QUICKSTART], ["--set", "data.tokenizer=bpe", "--set", "data.source=text_files"],
             2, "data.tokenizer 'bpe' needs the 'tokenizers' package, which is not installed; "
             "install it with: pip install 'tengine[hf]'"),
+    "hf model": (["config", "validate", QUICKSTART], ["--set", "model.name=hf", "--set",
+                 'model.hf={"config": {"model_type": "gpt2"}}'], 2,
+                 "model.name 'hf' needs the 'transformers' package, which is not installed; "
+                 "install it with: pip install 'tengine[hf]'"),
     "sweep": (["sweep", str(REPO / "configs/sweeps/quickstart_lr.yaml")], None, 2,
               "tengine sweep (Ray Tune) needs the 'ray' package, which is not installed; install "
               "it with: pip install 'tengine[ray]'"),

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from tengine.errors import TengineError
+from tengine.errors import PREEMPTED_EXIT_CODE, TengineError
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -67,8 +67,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     lines.append(f"run dir: {summary['run_dir']}")
     code = 0
     if summary["status"] == "preempted":  # not done: a scheduler should run it again
-        from tengine.engine.preemption import PREEMPTED_EXIT_CODE
-
         code = PREEMPTED_EXIT_CODE
         lines.append("preempted: run the same command again to resume from its checkpoint")
     if not _is_main():  # one report per run, not one per rank
@@ -177,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tengine: interrupted", file=sys.stderr)
         code = 130
-    if "torch.distributed" in sys.modules and code in (0, 75):  # a torchrun worker that
-        # finished or was preempted (its checkpoint written): leave cleanly
+    # a torchrun worker that finished or was preempted (its checkpoint written): leave cleanly
+    if "torch.distributed" in sys.modules and code in (0, PREEMPTED_EXIT_CODE):
         from tengine.backends.process_group import exit_cleanly
 
         exit_cleanly(code)

@@ -7,6 +7,10 @@ failure during work (a run that went non-finite, a checkpoint that cannot be rea
 
 from __future__ import annotations
 
+# `tengine train` of a run that stopped resumably (SIGTERM, training.max_time): EX_TEMPFAIL,
+# "a temporary failure: run the same command again". Here so the control plane (no torch) knows it.
+PREEMPTED_EXIT_CODE = 75
+
 
 class TengineError(Exception):
     """Base of every failure a user can fix; `str(err)` is the message shown to them."""

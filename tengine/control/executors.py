@@ -34,13 +34,18 @@ from pathlib import Path
 from typing import Any
 
 from tengine.control.jobs import Job
-from tengine.errors import NotFound, TengineError
+from tengine.errors import PREEMPTED_EXIT_CODE, NotFound, TengineError
 from tengine.files import checkpoint_identity, config_hash
 from tengine.registry import Registry
 
 
 class Cancelled(Exception):
     """The job's lease is gone (cancelled, or expired): its work was stopped."""
+
+
+class Preempted(Exception):
+    """The work stopped resumably (`tengine train` exited 75: SIGTERM or training.max_time,
+    with a checkpoint): the job goes back to the queue, and its next attempt resumes."""
 
 
 class JobFailed(TengineError):
@@ -87,7 +92,7 @@ def run_train(ctx: JobContext) -> dict[str, Any]:
         _run_child(ctx, _train_command(ctx, _config_file(tmp, cfg), run_dir))
     summary = json.loads((run_dir / "summary.json").read_text())
     keep = ("status", "steps", "train_loss", "val_loss", "best_val_loss", "tokens_per_s",
-            "restarts", "world_size", "best_checkpoint", "last_checkpoint")
+            "restarts", "world_size", "best_checkpoint", "last_checkpoint", "resumed_from")
     result: dict[str, Any] = {"run_dir": str(run_dir), "summary": {k: summary.get(k) for k in keep}}
     if name := ctx.job.config.get("register"):
         result["model"] = _register(ctx, name, cfg, summary, run_dir)
@@ -227,6 +232,10 @@ def _run_child(ctx: JobContext, cmd: list[str], grace_s: float = 10.0) -> None:
         proc.stdout.close()
     if ctx.cancelled.is_set():
         raise Cancelled
+    if proc.returncode == PREEMPTED_EXIT_CODE:
+        raise Preempted(f"`{what}` stopped resumably (exit {PREEMPTED_EXIT_CODE}): "
+                        + (next((x for x in reversed(tail) if "stopping at step" in x), "")
+                           or "checkpointed"))
     if proc.returncode != 0:
         errors = [line.removeprefix("tengine: error: ") for line in tail if "error" in line.lower()]
         raise JobFailed(f"`{what}` exited with code {proc.returncode}: "

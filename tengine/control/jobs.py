@@ -175,10 +175,16 @@ class JobQueue:
         return self.get(job_id)
 
     def release(self, job_id: str, runner: str, reason: str) -> Job:
-        """The runner gives the job back unfinished (it is stopping): PENDING again at once, as
-        if its lease had expired."""
-        return self._move(job_id, PENDING, f"released by {runner}: {reason}", runner=runner,
-                          done=(PENDING,), sets={"not_before": self.clock()})
+        """The runner gives the job back unfinished (it is stopping, or the run was preempted
+        and will resume): PENDING again at once. The attempt does not use up a retry."""
+        now = self.clock()
+        with self.store.transaction() as db:
+            self._expire(db, now)
+            row = self._owned(db, job_id, runner, done=(PENDING,))
+            if row is not None:
+                self._set(db, row, PENDING, f"released by {runner}: {reason}", now,
+                          {"not_before": now, "attempts": max(0, row["attempts"] - 1)})
+        return self.get(job_id)
 
     def cancel(self, job_id: str, reason: str = "cancelled") -> Job:
         return self._move(job_id, CANCELLED, reason)

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tengine.control.executors import EXECUTORS, Cancelled, JobContext
+from tengine.control.executors import EXECUTORS, Cancelled, JobContext, Preempted
 from tengine.errors import Conflict, TengineError
 
 log = logging.getLogger("tengine")
@@ -95,6 +95,10 @@ class JobRunner:
             result = EXECUTORS.get(job.type)(ctx)
         except Cancelled:
             ctx.log("work stopped: the job was cancelled or its lease expired")
+            return
+        except Preempted as err:  # a checkpoint was written: the next attempt resumes from it
+            ctx.log(f"preempted: {err}; the job goes back to the queue")
+            self._report(self.client.jobs.release, job.id, self.name, f"preempted: {err}")
             return
         except Exception as err:  # noqa: BLE001 — any failure of the work fails the attempt
             if not ctx.cancelled.is_set():  # else it broke because we stopped it

@@ -24,7 +24,6 @@ import time
 log = logging.getLogger("tengine")
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-PREEMPTED_EXIT_CODE = 75  # EX_TEMPFAIL: a temporary failure, run the same command again
 
 
 def duration_s(text: str) -> float:

@@ -98,6 +98,31 @@ def test_cancel_stops_the_work_and_is_not_retried(tmp_path):
     assert any("work stopped" in line for line in client.jobs.logs(job.id))
 
 
+def test_a_time_boxed_train_job_goes_back_to_the_queue_and_resumes_until_done(tmp_path):
+    """`training.max_time`: each attempt trains ~2 s, checkpoints and exits 75; the runner gives
+    the job back without using up a retry (max_retries 0), and the next attempt resumes."""
+    client = connect(store_uri=f"sqlite:///{tmp_path}/c.db")
+    from tengine.config import load_config
+
+    cfg = load_config(REPO / "configs/quickstart.yaml", [
+        *TINY, "training.max_steps=150", "training.max_time=2s", "checkpoint.every_n_steps=0",
+        "model.name=tests.engine.helpers:slow_gpt", f"logging.root={tmp_path}/runs"])
+    job = client.jobs.submit("train", {"config": cfg.model_dump(mode="json")}, max_retries=0)
+    runner = JobRunner(client, "r", heartbeat_s=0.2)
+    for _ in range(20):
+        if client.jobs.get(job.id).state in ("SUCCEEDED", "FAILED"):
+            break
+        assert runner.run_one()
+    done = client.jobs.get(job.id)
+    assert done.state == "SUCCEEDED", (done.error, client.jobs.logs(job.id)[-10:])
+    released = [e for e in client.jobs.events(job.id) if "preempted" in e["reason"]]
+    assert released and all(e["to_state"] == "PENDING" for e in released)
+    assert done.attempts == 1  # the preempted attempts were given back, not spent
+    summary = done.result["summary"]
+    assert summary["status"] == "completed" and summary["steps"] == 150
+    assert summary["resumed_from"] is not None
+
+
 def _submit_and_work(store: str, cwd, *submit: str):
     """`tengine jobs submit …` (in `cwd`), then `tengine jobs work --once`; the job SUCCEEDED."""
     tengine = [sys.executable, "-m", "tengine"]

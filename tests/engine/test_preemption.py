@@ -10,7 +10,7 @@ import sys
 import time
 
 from tengine.cli import main
-from tengine.engine.preemption import PREEMPTED_EXIT_CODE
+from tengine.errors import PREEMPTED_EXIT_CODE
 from tests.conftest import REPO, TINY, read_jsonl
 
 STEPS = 150

@@ -32,16 +32,14 @@ class AccelerateDDPStrategy(ProcessGroupStrategy):
         from tengine.extras import require
 
         accelerate = require("accelerate", "ray", "distributed.backend 'ddp'")
-        Accelerator = accelerate.Accelerator
-        from accelerate.utils import DistributedDataParallelKwargs
 
         self.rank, self.world_size, local_rank = ensure_process_group()
         device = default_device(local_rank)
         self.precision = resolve_precision(precision, device)
-        ddp = DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)
-        self.accelerator = Accelerator(cpu=device.type == "cpu",
-                                       mixed_precision=ACCELERATE_PRECISION[self.precision],
-                                       kwargs_handlers=[ddp])
+        ddp = accelerate.DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)
+        self.accelerator = accelerate.Accelerator(
+            cpu=device.type == "cpu", mixed_precision=ACCELERATE_PRECISION[self.precision],
+            kwargs_handlers=[ddp])
         self.device = self.accelerator.device
 
     def prepare(self, model: nn.Module,

@@ -32,6 +32,7 @@ log = logging.getLogger("tengine")
 TOKENIZERS: Registry = Registry("tokenizer", "data.tokenizer")
 TOKENIZER_FILE = "tokenizer.json"
 HF_CONFIG_FILE = "tokenizer_config.json"  # written beside tokenizer.json by save_pretrained
+SAVED_FILES = (TOKENIZER_FILE, HF_CONFIG_FILE, "special_tokens_map.json")  # what `save` may write
 # Looked for in a bare tokenizer.json that names no end-of-document or padding token itself.
 KNOWN_EOS = ("<|endoftext|>", "</s>", "<|eos|>", "<eos>", "<|end_of_text|>", "<|im_end|>")
 KNOWN_PAD = ("<|pad|>", "<pad>", "[PAD]", "<|padding|>")

@@ -44,14 +44,18 @@ class GradientMonitor:
         if loss_ok and norm_ok:
             self.consecutive = 0
             return StepHealth(loss_v, norm_v, ok=True)
+        self._strike(step, f"loss={loss_v}, grad_norm={norm_v}")
+        return StepHealth(loss_v, norm_v, ok=False)
+
+    def _strike(self, step: int, values: str) -> None:
+        """Count a skipped non-finite step; `max_consecutive` in a row raise."""
         self.consecutive += 1
         self.skipped_steps += 1
         if self.consecutive >= self.max_consecutive:
             raise NonFiniteError(
-                f"step {step}: {self.consecutive} consecutive non-finite steps (loss={loss_v}, "
-                f"grad_norm={norm_v}); stopped without saving, the last good checkpoint is kept. "
-                "Lower optim.lr, set optim.grad_clip, or use precision fp32/bf16 to find the cause.")
-        return StepHealth(loss_v, norm_v, ok=False)
+                f"step {step}: {self.consecutive} consecutive non-finite steps ({values}); "
+                "stopped without saving, the last good checkpoint is kept. Lower optim.lr, set "
+                "optim.grad_clip, or use precision fp32/bf16 to find the cause.")
 
     def after_step(self, health: StepHealth, grad_norm: float | None, step: int) -> StepHealth:
         """A backend that measures the norm inside its own step (DeepSpeed) and skipped the
@@ -62,12 +66,8 @@ class GradientMonitor:
         health.ok = False
         if self.scaled:  # the loss scaler probing its scale, not a strike
             self.overflow_steps += 1
-            return health
-        self.consecutive, self.skipped_steps = self.consecutive + 1, self.skipped_steps + 1
-        if self.consecutive >= self.max_consecutive:
-            raise NonFiniteError(
-                f"step {step}: {self.consecutive} consecutive non-finite steps (the gradient "
-                f"norm was {grad_norm}); stopped without saving, the last good checkpoint is kept.")
+        else:
+            self._strike(step, f"loss={health.loss}, grad_norm={grad_norm}")
         return health
 
     def state_dict(self) -> dict:

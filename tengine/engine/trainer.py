@@ -31,6 +31,7 @@ from tengine.backends import Strategy, build_strategy
 from tengine.config import TaskSpec, TengineConfig, to_yaml
 from tengine.data.collators import build_collator
 from tengine.data.loader import DataLoaderFactory
+from tengine.data.tokenizers import SAVED_FILES as TOKENIZER_FILES
 from tengine.engine.callbacks import (
     Callback,
     KillRankAtStep,
@@ -75,11 +76,6 @@ class TrainState:
         return cls(**{k: v for k, v in saved.items() if k in known})
 
 
-# What a run's data building may already have put in the run dir for this run (the tokenizer
-# its ids come from): kept in place when an earlier run is moved aside at the start
-RUN_INPUTS = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
-
-
 def archive_previous_run(run_dir: Path) -> Path | None:
     """A fresh start in a used run dir moves the old run aside (`<dir>-<time>`): nothing lost.
     The tokenizer files stay too (copied back): when they are there at this point the data of
@@ -92,7 +88,7 @@ def archive_previous_run(run_dir: Path) -> Path | None:
         suffix += 1
         target = target.with_name(f"{run_dir.name}-{time.strftime('%Y%m%d-%H%M%S')}-{suffix}")
     run_dir.rename(target)
-    kept = [name for name in RUN_INPUTS if (target / name).is_file()]
+    kept = [name for name in TOKENIZER_FILES if (target / name).is_file()]
     if kept:
         run_dir.mkdir(parents=True)
         for name in kept:
@@ -394,15 +390,19 @@ class Trainer:
         self.state = TrainState.from_saved(saved)
         self._remap_epoch_position()
 
-    def _callback_states(self) -> dict[str, dict]:
-        states: dict[str, dict] = {}
+    def _callback_keys(self) -> list[str]:
+        """Each callback's name in a checkpoint; two of one class: the second is `Name#2`."""
+        keys: list[str] = []
         for cb in self.callbacks:
             key, n = cb.state_key, 1
-            while key in states:  # two callbacks of one class: the second is `Name#2`
+            while key in keys:
                 n += 1
                 key = f"{cb.state_key}#{n}"
-            states[key] = cb.state_dict()
-        return states
+            keys.append(key)
+        return keys
+
+    def _callback_states(self) -> dict[str, dict]:
+        return {key: cb.state_dict() for key, cb in zip(self._callback_keys(), self.callbacks, strict=True)}
 
     def _load_callback_states(self, saved: dict[str, dict] | list) -> None:
         """By name: adding or removing a callback (logging.plots) does not shift the others.
@@ -410,8 +410,7 @@ class Trainer:
         dropped. (A list is the old positional format: nothing in it can be matched by name.)"""
         if not isinstance(saved, dict):
             return
-        current = self._callback_states()
-        for key, cb in zip(current, self.callbacks, strict=True):
+        for key, cb in zip(self._callback_keys(), self.callbacks, strict=True):
             if key in saved:
                 cb.load_state_dict(saved[key])
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from tengine.backends.deepspeed import TAG as DEEPSPEED_TAG  # imports no deepspeed
 from tengine.engine.checkpoint import MANIFEST
 from tengine.errors import ConfigError, ModelError
 from tengine.registry import Registry
@@ -34,7 +35,6 @@ log = logging.getLogger("tengine")
 
 StateDict = dict[str, torch.Tensor]
 WEIGHT_FORMATS: Registry = Registry("weights format", "model.init_from")
-DEEPSPEED_TAG = "ds"  # tengine.backends.deepspeed.TAG, without importing the backend
 
 
 def _detect(path: Path) -> str:

@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint docs bench clean
+.PHONY: install demo test lint docs bench clean postgres-server
 
 install: $(STAMP)
 
@@ -26,7 +26,16 @@ $(STAMP): pyproject.toml
 demo: install
 	$(BIN)/tengine train configs/quickstart.yaml --run-dir runs/quickstart --resume never
 
-test: install
+# The control plane's tests start a throwaway PostgreSQL server (tests/pg.py): its server
+# binaries are Debian's `postgresql` package, installed here where they are missing.
+postgres-server:
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		{ echo "installing PostgreSQL's server binaries (apt-get install postgresql)"; \
+		  $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -q postgresql >/dev/null || \
+		  { $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -q >/dev/null && \
+		    $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y -q postgresql >/dev/null; }; }
+
+test: install postgres-server
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install

@@ -10,7 +10,10 @@
 
 Without `--address` (and no RAY_ADDRESS) the control plane runs in this process on the store
 `--store` (default `sqlite:///<abs runs>/control/tengine.db`); with one it is the cluster's
-detached actor, whose job runners (`control start --runners N`, default 2) run the queued jobs.
+detached actor on the head node, whose job runners (`control start --runners N`, default 2) run
+the queued jobs, on the store it was started with (`--store`, else the head's
+TENGINE_CONTROL_STORE or ~/.tengine/control/tengine.db there). Jobs may import only `tengine.`
+modules unless the operator allows more (`control start --allow-import PREFIX`).
 Tables for people, `--json` for scripts.
 """
 
@@ -36,7 +39,8 @@ def _client(args: argparse.Namespace):
     if address:  # the cluster's actor; without an address the plane runs here, no Ray
         check("ray", "ray", f"--address {address} (the cluster's control plane)",
               otherwise="leave out --address and RAY_ADDRESS: the control plane in this process")
-    return connect(args.address, args.store, runners=getattr(args, "runners", None))
+    return connect(args.address, args.store, runners=getattr(args, "runners", None),
+                   allowed_imports=tuple(getattr(args, "allow_import", None) or ()))
 
 
 def _job_config(path: str, overrides: list[str], workers: int | None = None) -> dict[str, Any]:
@@ -144,6 +148,13 @@ def jobs_submit(args):
         job_type = args.target
     if args.register:
         config["register"] = args.register
+    if job_type == "retrain":
+        if not args.register:
+            raise SystemExit("tengine: error: a retrain job needs --register NAME (the model "
+                             "whose new version it trains)")
+        config.update(parent_alias=args.parent_alias, init_from_parent=args.init_from_parent)
+    elif args.init_from_parent:
+        raise SystemExit("tengine: error: --init-from-parent is for --type retrain jobs")
     if (job_type or "train") == "evaluate":
         config.update(_evaluate_target(args))
     resources = {"workers": args.workers or 0, "gpus_per_worker": args.gpus_per_worker or 0}
@@ -217,7 +228,8 @@ def jobs_work(args):
         import ray
 
         address = ray.get_runtime_context().gcs_address
-    runner = JobRunner(client, f"work-{socket.gethostname()}:{os.getpid()}", address=address)
+    runner = JobRunner(client, f"work-{socket.gethostname()}:{os.getpid()}", address=address,
+                       allowed_imports=tuple(args.allow_import or ()))
     print(f"{runner.name} runs jobs from the {client.where} control plane; Ctrl-C to stop",
           file=sys.stderr)
     # Ctrl-C, or SIGTERM (a service manager stopping us), stops the work and gives the job back
@@ -274,7 +286,8 @@ def schedule_add(args):
     config = _job_config(args.config, args.overrides) if args.config else {}
     s = _client(args).schedules.add(args.name, job_type=args.type, config=config, cron=args.cron,
                                     tz=args.tz, interval_s=args.every, misfire=args.misfire,
-                                    priority=args.priority)
+                                    misfire_window_s=args.misfire_window, priority=args.priority,
+                                    idempotency_key=args.key)
     return _out(args, s, shape=_schedule_row)
 
 
@@ -309,6 +322,16 @@ def _ref(value: str) -> int | str:
     return int(value) if value.isdigit() else value
 
 
+def registry_pack(args):
+    """Pack a checkpoint into a registry artifact (what registering a model copies); prints
+    the registration's fields as JSON. Run by job runners, which import no torch themselves."""
+    from tengine.engine.artifact import pack
+
+    info = pack(Path(args.checkpoint), Path(args.into), Path(args.run_dir) if args.run_dir else None)
+    print(json.dumps(info))
+    return 0
+
+
 def registry_list(args):
     versions = _client(args).registry.list_models(args.name, status=args.status, alias=args.alias)
     return _out(args, versions, MODEL_COLUMNS, _model_row)
@@ -318,15 +341,26 @@ def registry_show(args):
     return _out(args, _client(args).registry.get(args.name, _ref(args.ref)), shape=_model_row)
 
 
+def _alias_move(args) -> dict[str, Any]:
+    """--expected-version N (or 'none': the alias must not exist yet) and --key, as given."""
+    extra: dict[str, Any] = {"by": args.by, "reason": args.reason, "idempotency_key": args.key}
+    if args.expected_version is not None:
+        expected = args.expected_version.lower()
+        if expected != "none" and not expected.isdigit():
+            raise SystemExit(f"tengine: error: --expected-version {args.expected_version!r}: "
+                             "give a version number, or 'none' (the alias must not exist yet)")
+        extra["expected_version"] = None if expected == "none" else int(expected)
+    return extra
+
+
 def registry_alias(args):
-    v = _client(args).registry.set_alias(args.name, args.alias, int(args.version), by=args.by,
-                                         reason=args.reason)
+    v = _client(args).registry.set_alias(args.name, args.alias, int(args.version), **_alias_move(args))
     return _out(args, v, shape=_model_row)
 
 
 def registry_promote(args):
-    v = _client(args).registry.promote_model(args.name, int(args.version), args.alias, by=args.by,
-                                             reason=args.reason)
+    v = _client(args).registry.promote_model(args.name, int(args.version), args.alias,
+                                             **_alias_move(args))
     return _out(args, v, shape=_model_row)
 
 
@@ -353,7 +387,9 @@ def registry_rm(args):
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", help="Ray cluster of the control actor (default: RAY_ADDRESS, "
                    "else the control plane runs in this process)")
-    p.add_argument("--store", help="store URI (default sqlite:///<abs runs>/control/tengine.db)")
+    p.add_argument("--store", help="store URI: sqlite:///abs/path.db or postgresql://user@host/db "
+                   "(default here: sqlite:///<abs runs>/control/tengine.db; with --address: the "
+                   "running control plane's store)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
@@ -370,9 +406,16 @@ def add_commands(sub) -> None:
         return p
 
     control = group("control", "the control plane's actor")
-    cmd(control, "start", control_start, "start (or find) the control actor and show its status"
-        ).add_argument("--runners", type=int, help="job runners the actor starts (default 2): "
-                       "how many jobs run at once")
+    p = cmd(control, "start", control_start, "start (or find) the control actor and show its status")
+    p.add_argument("--runners", type=int, help="job runners the actor starts (default 2): "
+                   "how many jobs run at once")
+    allow = dict(action="append", metavar="PREFIX", help="a module prefix (e.g. 'mycompany.') "
+                 "that jobs' configs may import models, losses and data sources from, beyond "
+                 "'tengine.' (control.allowed_imports; repeatable)")
+    p.add_argument("--allow-import", **allow)
+    root = dict(metavar="DIR", help="registry.artifact_root: where registered models are copied "
+                "(a directory every node sees; default for a SQLite store: artifacts/ beside it)")
+    p.add_argument("--artifact-root", **root)
     cmd(control, "status", control_start, "show the control plane's status")
     cmd(control, "stop", control_stop, "stop the control actor (the store keeps its state)")
 
@@ -389,6 +432,10 @@ def add_commands(sub) -> None:
     p.add_argument("--model", metavar="NAME[:REF]", help="evaluate jobs: a registered model "
                    "(REF: version, alias or latest, the default)")
     p.add_argument("--checkpoint", metavar="PATH", help="evaluate jobs: a checkpoint directory")
+    p.add_argument("--init-from-parent", action="store_true", help="retrain jobs: start from "
+                   "the parent version's weights (its registry artifact) instead of from scratch")
+    p.add_argument("--parent-alias", default="production", help="retrain jobs: the alias whose "
+                   "version is the parent (default production; else the latest version)")
     p.add_argument("--priority", type=int, default=5, help="1–10, higher first (default 5)")
     p.add_argument("--max-retries", type=int, default=0)
     p.add_argument("--key", help="idempotency key: a second submit with it returns the same job")
@@ -403,6 +450,8 @@ def add_commands(sub) -> None:
     p.add_argument("--poll", type=float, default=2.0, metavar="SECONDS", help=argparse.SUPPRESS)
     p = cmd(jobs, "work", jobs_work, "run queued jobs in this process (no Ray needed)")
     p.add_argument("--once", action="store_true", help="stop when no job is ready")
+    p.add_argument("--allow-import", **allow)
+    p.add_argument("--artifact-root", **root)
     cmd(jobs, "cancel", jobs_cancel, "cancel a job", "id").add_argument("--reason", default="cancelled by request")
     cmd(jobs, "retry", jobs_retry, "queue a failed or cancelled job again", "id")
 
@@ -414,7 +463,12 @@ def add_commands(sub) -> None:
     p.add_argument("--cron", help="5-field cron, e.g. '0 3 * * 1'")
     p.add_argument("--tz", default="UTC", help="IANA time zone of --cron (default UTC)")
     p.add_argument("--every", type=float, metavar="SECONDS", help="fixed interval instead of --cron")
-    p.add_argument("--misfire", default="skip", choices=["skip", "run_once"])
+    p.add_argument("--misfire", default="run_once", choices=["skip", "run_once"],
+                   help="fires missed by more than a minute (the control plane was down): run "
+                   "once for those of the last --misfire-window (default), or skip them")
+    p.add_argument("--misfire-window", type=float, default=24 * 3600.0, metavar="SECONDS",
+                   help="how far back run_once catches up (default 86400: one day)")
+    p.add_argument("--key", help="idempotency key: a second add with it changes nothing")
     p.add_argument("--priority", type=int, default=5)
     cmd(sched, "list", schedule_list, "list schedules with their next fire")
     cmd(sched, "enable", schedule_enable, "enable a schedule", "name")
@@ -434,7 +488,18 @@ def add_commands(sub) -> None:
             p.add_argument("--alias", default="production")
         p.add_argument("--by", help="who moves it (audit trail)")
         p.add_argument("--reason", help="why (audit trail)")
+        p.add_argument("--expected-version", metavar="N", help="move it only if it points at "
+                       "version N now ('none': only if it does not exist yet), else exit with a "
+                       "conflict: a compare-and-set for promotions that may race")
+        p.add_argument("--key", help="idempotency key: a repeated request changes nothing")
     cmd(reg, "compare", registry_compare, "metric deltas between two versions", "name", "a", "b")
     cmd(reg, "lineage", registry_lineage, "a version and its ancestors", "name", "ref")
     cmd(reg, "retire", registry_retire, "retire a version", "name", "version")
     cmd(reg, "rm", registry_rm, "delete a version (refused while an alias points at it)", "name", "version")
+    p = reg.add_parser("pack", help="pack a checkpoint into a registry artifact directory "
+                       "(consolidated safetensors, config, tokenizer, manifest); prints JSON")
+    p.add_argument("checkpoint")
+    p.add_argument("--into", required=True, help="the model's directory under the artifact root")
+    p.add_argument("--run-dir", help="where its config.yaml and tokenizer are (default: the "
+                   "checkpoint's run dir, two levels up)")
+    p.set_defaults(func=registry_pack)

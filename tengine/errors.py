@@ -42,6 +42,10 @@ class CheckpointError(TengineError):
     """A checkpoint that cannot be used (asked for explicitly and invalid, or unreadable)."""
 
 
+class ArtifactMismatch(CheckpointError):
+    """A registered model (or checkpoint) whose files no longer match their recorded sha256."""
+
+
 class ModelError(TengineError):
     """A model that cannot be trained as built (its outputs have no logits, its weights do not
     fit `model.init_from`)."""

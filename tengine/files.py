@@ -18,15 +18,6 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
     return h.hexdigest()
 
 
-def checkpoint_identity(checkpoint: Path) -> tuple[str, int]:
-    """(sha256, size) that identify a checkpoint dir for the registry: the sha256 of its
-    manifest.json (which holds the sha256 of every file in it) and the bytes of all its files."""
-    manifest_file = Path(checkpoint) / "manifest.json"
-    manifest = json.loads(manifest_file.read_text())
-    size = manifest_file.stat().st_size + sum(f["size"] for f in manifest["files"].values())
-    return sha256_file(manifest_file), size
-
-
 def config_hash(cfg: dict) -> str:
     return hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()
 
@@ -59,3 +50,25 @@ def read_metrics(path: Path) -> list[dict]:
             rec = json.loads(line)
             latest[(rec.get("split"), rec.get("step"))] = rec
     return sorted(latest.values(), key=lambda r: (r.get("step", 0), r.get("split", "")))
+
+
+def verify_artifact(path: Path, sha256: str | None = None) -> None:
+    """Refuse a registry artifact (or checkpoint) that changed since it was registered: its
+    manifest.json must hash to `sha256` (the registry's record) and every file must match the
+    sha256 and size the manifest gives. Raises ArtifactMismatch naming what differs."""
+    from tengine.errors import ArtifactMismatch
+
+    path = Path(path)
+    manifest_file = path / "manifest.json"
+    if not manifest_file.is_file():
+        raise ArtifactMismatch(f"{path}: no manifest.json (the artifact is gone or incomplete)")
+    if sha256 is not None and (actual := sha256_file(manifest_file)) != sha256:
+        raise ArtifactMismatch(f"{path}: sha256 mismatch: manifest.json hashes to {actual[:16]}…, "
+                               f"the registry recorded {sha256[:16]}…; refusing to use it")
+    for rel, meta in json.loads(manifest_file.read_text()).get("files", {}).items():
+        file = path / rel
+        if not file.is_file():
+            raise ArtifactMismatch(f"{path}: {rel} is missing")
+        if file.stat().st_size != meta["size"] or sha256_file(file) != meta["sha256"]:
+            raise ArtifactMismatch(f"{path}: sha256 mismatch in {rel}: the file changed after it "
+                                   "was saved (corrupted or edited); refusing to use it")

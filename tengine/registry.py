@@ -3,12 +3,18 @@
 Models, losses, data sources, collators, tokenizers and backends are each looked up by name in
 one `Registry`; an unknown name raises `UnknownNameError` listing the valid names and the
 closest match, so a typo in a config fails with the fix in the message.
+
+`import_path("package.module:attr", field)` resolves the user's own factories, losses and
+sources. A job run by the control plane runs with TENGINE_ALLOWED_IMPORTS set (comma-separated
+module prefixes, `tengine/control/safety.py`), and then only modules under those prefixes are
+imported: anyone who can submit a job must not be able to run any module on the cluster.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
 from tengine.errors import UnknownNameError
@@ -41,30 +47,71 @@ class Registry(Generic[T]):
 
         return add(obj) if obj is not None else add
 
+    def visible(self) -> dict[str, T]:
+        """What lookups see (a subclass may hide some items, e.g. test-only ones)."""
+        return self._items
+
     def get(self, name: str) -> T:
-        if name not in self._items:
+        items = self.visible()
+        if name not in items:
             raise UnknownNameError(self.unknown_message(name))
-        return self._items[name]
+        return items[name]
 
     def unknown_message(self, name: str) -> str:
-        names = sorted(self._items)
+        names = self.names()
         return (
             f"{self.field}: unknown {self.kind} '{name}'{did_you_mean(name, names)}; "
             f"valid: {', '.join(names)}"
         )
 
     def names(self) -> list[str]:
-        return sorted(self._items)
+        return sorted(self.visible())
 
     def __contains__(self, name: object) -> bool:
-        return name in self._items
+        return name in self.visible()
 
     def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._items))
+        return iter(self.names())
+
+
+ALLOWED_IMPORTS_ENV = "TENGINE_ALLOWED_IMPORTS"
+ALLOWED_IMPORTS_SETTING = "control.allowed_imports"
+
+
+def import_prefixes(prefixes: Iterable[str]) -> tuple[str, ...]:
+    """Module prefixes as matched: stripped, empty ones dropped, each ending in '.', so 'mypkg'
+    allows `mypkg` and `mypkg.models` but not `mypkg2`; first occurrence kept."""
+    out: dict[str, None] = {}
+    for prefix in prefixes:
+        prefix = prefix.strip().rstrip(".")
+        if prefix:
+            out[prefix + "."] = None
+    return tuple(out)
+
+
+def import_allowed(module: str, prefixes: Iterable[str]) -> bool:
+    return any(f"{module}.".startswith(p) for p in import_prefixes(prefixes))
+
+
+def env_allowed_imports() -> tuple[str, ...] | None:
+    """The prefixes TENGINE_ALLOWED_IMPORTS allows in this process; None when it is unset."""
+    value = os.environ.get(ALLOWED_IMPORTS_ENV)
+    return None if value is None else import_prefixes(value.split(","))
+
+
+def not_allowed_message(field: str, module: str, allowed: Iterable[str], where: str) -> str:
+    """The error for an import path outside the allowed prefixes: the field, the module, what
+    is allowed and the setting that allows more."""
+    package = module.split(".")[0]
+    return (f"{field}: module '{module}' is not allowed {where} (allowed: "
+            f"{', '.join(p + '*' for p in allowed) or 'none'}); an operator allows it with "
+            f"{ALLOWED_IMPORTS_SETTING}: `tengine control start --allow-import {package}` or "
+            f"`tengine jobs work --allow-import {package}`")
 
 
 def import_path(spec: str, field: str) -> Callable:
-    """Resolve 'package.module:attr' to the object; errors name the config field."""
+    """Resolve 'package.module:attr' to the object; errors name the config field. With
+    TENGINE_ALLOWED_IMPORTS set, a module outside its prefixes is refused before it is imported."""
     import importlib
 
     from tengine.errors import ConfigError
@@ -72,6 +119,10 @@ def import_path(spec: str, field: str) -> Callable:
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise ConfigError(f"{field}: '{spec}' is not an import path; use 'package.module:factory'")
+    allowed = env_allowed_imports()
+    if allowed is not None and not import_allowed(module_name, allowed):
+        raise ConfigError(not_allowed_message(field, module_name, allowed,
+                                              f"in this job ({ALLOWED_IMPORTS_ENV})"))
     try:
         module = importlib.import_module(module_name)
     except ImportError as err:

@@ -62,3 +62,39 @@ def hf_dir(tmp_path_factory) -> Path:
     PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
                             pad_token="<pad>").save_pretrained(str(directory))
     return directory
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One throwaway PostgreSQL server for the whole test session (tests/pg.py); each test
+    that wants one makes its own database (`postgres.new_database()`). Its directory is not
+    under pytest's basetemp, which a concurrent pytest session may prune."""
+    import shutil
+    import tempfile
+
+    from tests.pg import PostgresServer
+
+    base = Path(tempfile.mkdtemp(prefix="tengine-pg-"))
+    server = PostgresServer(base / "pg").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_uri(request, tmp_path):
+    """The control plane's conformance matrix: a fresh store on each backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/control/tengine.db"
+    return request.getfixturevalue("postgres").new_database()
+
+
+@pytest.fixture
+def store(store_uri):
+    from tengine.control import open_store
+
+    opened = open_store(store_uri)
+    yield opened
+    opened.close()

@@ -48,22 +48,29 @@ class ControlClient:
 
 
 def connect(address: str | None = None, store_uri: str | None = None,
-            runners: int | None = None) -> ControlClient:
-    """A client for the control plane: in this process without an address, else the cluster's
-    actor, started (with `runners` job runners, default 2) if it is not running yet."""
+            runners: int | None = None, allowed_imports: tuple[str, ...] = (),
+            artifact_root: str | None = None) -> ControlClient:
+    """A client for the control plane: in this process without an address (on `store_uri`,
+    default `runs/control/tengine.db` here), else the cluster's actor, started on the head
+    (with `runners` job runners, default 2) if it is not running yet; there `store_uri` None
+    means the store the cluster's control plane has. `allowed_imports`: module prefixes jobs
+    may import beyond `tengine.`, and `artifact_root` where registered models are copied (for
+    the plane this call starts; a running actor keeps its own)."""
     address = address or os.environ.get("RAY_ADDRESS")
-    store_uri = store_uri or default_store_uri()
     if not address:
         from tengine.control.plane import ControlPlane
 
-        plane = ControlPlane(store_uri)
+        plane = ControlPlane(store_uri or default_store_uri(), allowed_imports=allowed_imports,
+                             artifact_root=artifact_root)
         return ControlClient(lambda c, m, a, k: plane.call(c, m, *a, **k), plane.status,
                              "in-process")
 
-    from tengine.cluster.actor import DEFAULT_RUNNERS, get_or_start
+    from tengine.cluster.actor import DEFAULT_RUNNERS, check_cluster_store, get_or_start
 
+    check_cluster_store(store_uri)  # before joining: a bad URI needs no cluster to be refused
     join_cluster(address)
-    actor = get_or_start(store_uri, runners=DEFAULT_RUNNERS if runners is None else runners)
+    actor = get_or_start(store_uri, runners=DEFAULT_RUNNERS if runners is None else runners,
+                         allowed_imports=allowed_imports, artifact_root=artifact_root)
     return actor_client(actor, f"actor on {address}")
 
 
@@ -73,11 +80,25 @@ def join_cluster(address: str, **init_kwargs: Any) -> None:
     Ray 2.60 clusters want a token, which a driver sends only in token mode, and that mode is
     read when Ray's config loads, so setting RAY_AUTH_MODE after `import ray` is too late. Ray's
     own helper (private, what `ray start` runs) switches this process to token mode when a token
-    is at hand (~/.ray/auth_token, RAY_AUTH_TOKEN[_PATH]) and RAY_AUTH_MODE is unset."""
+    is at hand (~/.ray/auth_token, RAY_AUTH_TOKEN[_PATH]) and RAY_AUTH_MODE is unset.
+
+    An address with no cluster behind it fails in seconds (`reach.check_reachable`), not after
+    Ray's minutes of retries. In a job's process (TENGINE_ALLOWED_IMPORTS set by its runner) the
+    variable goes to every Ray worker of this driver too (the job's runtime_env), so a trial or
+    Train worker on another node refuses the same imports (`tengine/control/safety.py`)."""
     import ray
 
     if ray.is_initialized():
         return
+    from tengine.cluster.reach import check_reachable
+    from tengine.registry import ALLOWED_IMPORTS_ENV
+
+    check_reachable(address)
+    if ALLOWED_IMPORTS_ENV in os.environ:
+        runtime_env = dict(init_kwargs.get("runtime_env") or {})
+        runtime_env["env_vars"] = {**runtime_env.get("env_vars", {}),
+                                   ALLOWED_IMPORTS_ENV: os.environ[ALLOWED_IMPORTS_ENV]}
+        init_kwargs["runtime_env"] = runtime_env
     try:
         from ray._private.authentication.authentication_token_setup import (
             maybe_enable_token_auth_if_token_available as use_token_if_any,

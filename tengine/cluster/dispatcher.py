@@ -26,14 +26,16 @@ PREFIX = "tengine-runner-"
 
 @ray.remote(num_cpus=0)
 class RunnerActor:
-    def __init__(self, index: int, control_name: str, ttl_s: float, heartbeat_s: float):
+    def __init__(self, index: int, control_name: str, ttl_s: float, heartbeat_s: float,
+                 allowed_imports: tuple[str, ...] = ()):
         from tengine.cluster.client import actor_client
         from tengine.control.runner import JobRunner
 
         client = actor_client(ray.get_actor(control_name, namespace=NAMESPACE), "runner")
         name = f"{PREFIX}{index}@{socket.gethostname()}:{os.getpid()}"
         self.runner = JobRunner(client, name, address=ray.get_runtime_context().gcs_address,
-                                ttl_s=ttl_s, heartbeat_s=heartbeat_s)
+                                ttl_s=ttl_s, heartbeat_s=heartbeat_s,
+                                allowed_imports=allowed_imports)
         # runs until Ray kills the actor (`tengine control stop`)
         threading.Thread(target=self.runner.run, args=(threading.Event(),), daemon=True,
                          name="tengine-runner").start()
@@ -42,11 +44,14 @@ class RunnerActor:
         return {"runner": self.runner.name, "job": self.runner.current}
 
 
-def ensure_runners(count: int, control_name: str, ttl_s: float = 30.0, heartbeat_s: float = 1.0) -> list:
-    """Start the runners that are not running (by name: idempotent, safe to race)."""
+def ensure_runners(count: int, control_name: str, ttl_s: float = 30.0, heartbeat_s: float = 1.0,
+                   allowed_imports: tuple[str, ...] = ()) -> list:
+    """Start the runners that are not running (by name: idempotent, safe to race). Their job
+    processes may import only `allowed_imports` (the control plane's allow-list)."""
     return [RunnerActor.options(name=f"{PREFIX}{i}", namespace=NAMESPACE, lifetime="detached",
                                 max_restarts=-1, max_task_retries=0, get_if_exists=True)
-            .remote(i, control_name, ttl_s, heartbeat_s) for i in range(count)]
+            .remote(i, control_name, ttl_s, heartbeat_s, tuple(allowed_imports))
+            for i in range(count)]
 
 
 def find_runners() -> list:

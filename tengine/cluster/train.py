@@ -7,7 +7,8 @@ A TorchTrainer starts the workers (Ray creates the torch process group: gloo on 
 GPUs); each runs `engine.run` with the `ddp`, `fsdp` or `deepspeed` backend. The run directory
 must be on storage every worker sees (one machine, or NFS on a cluster): workers write metrics
 and their checkpoint shards there, and a restarted worker group (FailureConfig) resumes from
-the newest valid checkpoint in it, whatever `checkpoint.resume` said for the first start. With
+the newest valid checkpoint in it, whatever `checkpoint.resume` said for the first start; this
+driver owns the run dir meanwhile (`engine/rundir_lock.py`), so a second run on it fails. With
 `distributed.storage_path` set (a directory or an `s3://`/`gs://` URI), every checkpoint is also
 reported to Ray Train, which keeps `keep_last + keep_best` of them there (CheckpointConfig,
 ranked by `checkpoint.monitor`), and a run whose run dir lacks Ray's newest checkpoint fetches
@@ -28,6 +29,14 @@ from tengine.config import TengineConfig, validate
 from tengine.errors import ConfigError, TengineError
 
 log = logging.getLogger("tengine")
+
+# Ray Train's controller polls its workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (Ray's default
+# 2 s), and a fit ends only at the first poll after the workers return: on average 1 s of every
+# run (and of every sweep trial) spent waiting. Polling a few workers is a cheap remote call, and
+# a missed poll is not a failure (a worker is declared dead after
+# RAY_TRAIN_WORKER_HEALTH_CHECK_TIMEOUT_S, 10 min), so tengine polls every 0.5 s unless the user
+# set the variable. Ray propagates it from the driver to the controller and workers.
+HEALTH_CHECK_ENV, HEALTH_CHECK_INTERVAL_S = "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5"
 
 
 def _starts_file(run_dir: Path) -> Path:
@@ -62,7 +71,7 @@ def _train_worker(loop_config: dict) -> None:
         if rank == 0:
             fetch_newest(reporter.checkpoint_root)
         barrier()
-    run(cfg, run_dir=str(run_dir), reporter=reporter)
+    run(cfg, run_dir=str(run_dir), reporter=reporter, lock_run_dir=False)  # the driver holds it
 
 
 def preflight_cluster(cfg: TengineConfig, run_dir: Path, workers: int, gpus: float,
@@ -145,17 +154,26 @@ def fit(cfg: TengineConfig, run_dir: str | Path | None = None, workers: int | No
         name: str | None = None, callbacks: list | None = None) -> dict[str, Any]:
     """Train `cfg` on Ray Train workers. `name` is the Ray Train run name (default: the run dir's
     name; a sweep trial passes its trial id); `callbacks` are Ray Train UserCallbacks."""
-    import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
     from tengine.engine import preflight
+    from tengine.engine.rundir_lock import hold_run_dir
 
     workers = workers or cfg.distributed.workers
     gpus = cfg.distributed.gpus_per_worker if gpus_per_worker is None else gpus_per_worker
     run_dir = Path(run_dir or cfg.run_dir()).resolve()
     preflight(cfg)
-    address = address or os.environ.get("RAY_ADDRESS")
+    # this driver owns the run dir for the whole fit, Ray's restarts of the worker group
+    # included (its workers do not take the lock); a busy dir fails before Ray starts
+    with hold_run_dir(run_dir):
+        _fit(cfg, run_dir, workers, gpus, address or os.environ.get("RAY_ADDRESS"), name, callbacks)
+        return _record_restarts(run_dir)
+
+
+def _fit(cfg: TengineConfig, run_dir: Path, workers: int, gpus: float, address: str | None,
+         name: str | None, callbacks: list | None) -> None:
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
     started_here = not ray.is_initialized()
     if started_here and address:
         from tengine.cluster.client import join_cluster
@@ -171,6 +189,7 @@ def fit(cfg: TengineConfig, run_dir: str | Path | None = None, workers: int | No
         ck = cfg.checkpoint  # Ray's copies (only with storage_path) are kept like the run dir's
         kept = CheckpointConfig(num_to_keep=ck.keep_last + ck.keep_best,
                                 checkpoint_score_attribute=ck.monitor, checkpoint_score_order=ck.mode)
+        os.environ.setdefault(HEALTH_CHECK_ENV, HEALTH_CHECK_INTERVAL_S)
         trainer = TorchTrainer(
             _train_worker,
             train_loop_config={"config": cfg.model_dump(mode="json"), "run_dir": str(run_dir)},
@@ -190,7 +209,6 @@ def fit(cfg: TengineConfig, run_dir: str | Path | None = None, workers: int | No
     finally:
         if started_here:
             ray.shutdown()
-    return _record_restarts(run_dir)
 
 
 def _record_restarts(run_dir: Path) -> dict[str, Any]:

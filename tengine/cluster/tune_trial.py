@@ -1,12 +1,13 @@
 """One sweep trial: a real engine run, in the trial process or on Ray Train workers.
 
 `run_trial(params, plan=…)` is the Tune function trainable. Its run dir is
-`<sweep dir>/trials/<trial id>` (no timestamps: a restored sweep finds it again), where it also
-leaves `trial.json` (id and current params) and `starts.jsonl` (one line per start, with what it
-resumed from). It starts from, in order: the checkpoint Tune hands it (a PBT donor's, or its own
-after a restore), else the newest valid checkpoint of its own run dir, else step 0. Restoring
-loads weights, optimizer moments, step and data position; the trial's own (mutated)
-hyperparameters then replace the donor's (`engine.optim.apply_hyperparameters`).
+`<sweep dir>/trials/<trial id>` (no timestamps: a restored sweep finds it again; the trial owns
+it meanwhile, `engine/rundir_lock.py`), where it also leaves `trial.json` (id and current
+params) and `starts.jsonl` (one line per start, with what it resumed from). It starts from, in
+order: the checkpoint Tune hands it (a PBT donor's, or its own after a restore), else the
+newest valid checkpoint of its own run dir, else step 0. Restoring loads weights, optimizer
+moments, step and data position; the trial's own (mutated) hyperparameters then replace the
+donor's (`engine.optim.apply_hyperparameters`).
 
 - 0 workers: `engine.run` in this process, with `TuneReporter` reporting every evaluation and
   checkpoint to Tune (a checkpoint goes to Tune's storage only when PBT needs it).
@@ -50,9 +51,18 @@ def trial_dir(plan: SweepPlan, trial_id: str) -> Path:
 
 
 def run_trial(params: dict[str, Any], plan: SweepPlan) -> None:
+    from tengine.engine.rundir_lock import hold_run_dir
+
     os.chdir(plan.workdir)  # Tune starts trials in their own dir; the configs' paths start here
     trial_id = tune.get_context().get_trial_id()
     run_dir = trial_dir(plan, trial_id)
+    # the trial owns its run dir before touching it (the engine run or fit inside holds it
+    # again: re-entrant in this process); an older attempt still alive makes this one fail
+    with hold_run_dir(run_dir):
+        _run_trial(params, plan, trial_id, run_dir)
+
+
+def _run_trial(params: dict[str, Any], plan: SweepPlan, trial_id: str, run_dir: Path) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     given = tune.get_checkpoint()
     if _report_if_completed(run_dir, plan, given):

@@ -1,13 +1,14 @@
 """The control plane's logic: plain classes over a store, no Ray and no torch.
 
-Today: the store (`open_store`), the job queue (`JobQueue`), the cron/interval `Scheduler` and
-the model registry (`ModelRegistry`). The dispatcher, the detached Ray actor that hosts them,
-the client and the CLI are the next steps (issue 4).
+The store (`open_store`: SQLite or PostgreSQL, by URI), the job queue (`JobQueue`), the
+cron/interval `Scheduler` and the model registry (`ModelRegistry`); `ControlPlane` (plane.py)
+puts them behind one `call`, which the detached Ray actor (tengine/cluster/actor.py) and the
+in-process client both use.
 """
 
 from tengine.control.jobs import JOB_TYPES, Job, JobQueue
 from tengine.control.registry import ModelRegistry, ModelVersion
 from tengine.control.scheduler import Schedule, Scheduler
-from tengine.control.store import SQLiteStore, open_store
+from tengine.control.store import Store, open_store
 
-__all__ = ["JOB_TYPES", "Job", "JobQueue", "ModelRegistry", "ModelVersion", "Schedule", "Scheduler", "SQLiteStore", "open_store"]
+__all__ = ["JOB_TYPES", "Job", "JobQueue", "ModelRegistry", "ModelVersion", "Schedule", "Scheduler", "Store", "open_store"]

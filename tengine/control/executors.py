@@ -15,6 +15,14 @@ stops the training workers. The child also dies with the runner thread that star
 checkpoint path). `sweep` runs `python -m tengine sweep` on the job's sweep file (resuming its
 own sweep dir when retried) and returns the best trial. `export` has no executor yet: such a
 job fails with a message that says so.
+
+The child runs with TENGINE_ALLOWED_IMPORTS set to the job's allowed import prefixes (the
+runner's `allowed_imports`, else the defaults plus what the runner's own environment allows),
+so it imports no user module outside them (`safety.py`), and every line of its output goes
+through `redact` before it reaches the job log: a child that prints `HF_TOKEN=…` leaves `***`.
+`sleep` (sleep, append to a file, maybe fail) is for tests only: it exists only while
+TENGINE_TEST_EXECUTORS=1 is set in the runner's process, since it writes to any path a
+submitter names.
 """
 
 from __future__ import annotations
@@ -33,10 +41,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tengine.control.artifacts import register_checkpoint, use_version
 from tengine.control.jobs import Job
+from tengine.control.safety import ALLOWED_IMPORTS_ENV, allowed_imports, redact
 from tengine.errors import PREEMPTED_EXIT_CODE, NotFound, TengineError
-from tengine.files import checkpoint_identity, config_hash
-from tengine.registry import Registry
+from tengine.files import config_hash
+from tengine.registry import Registry, env_allowed_imports
+
+TEST_EXECUTORS_ENV = "TENGINE_TEST_EXECUTORS"
 
 
 class Cancelled(Exception):
@@ -59,16 +71,48 @@ class JobContext:
     log: Callable[..., None]  # log(*lines): kept with the job, read by `tengine jobs logs`
     address: str | None = None  # the Ray cluster the runner lives on; None = no Ray
     cancelled: threading.Event = field(default_factory=threading.Event)
+    # module prefixes the job's process may import (safety.allowed_imports); None = the
+    # defaults plus TENGINE_ALLOWED_IMPORTS of the runner's own environment
+    allowed_imports: tuple[str, ...] | None = None
+
+    def child_allowed_imports(self) -> tuple[str, ...]:
+        if self.allowed_imports is not None:
+            return allowed_imports(self.allowed_imports)
+        return allowed_imports(env_allowed_imports() or ())
 
 
 Executor = Callable[[JobContext], dict[str, Any]]
-EXECUTORS: Registry[Executor] = Registry("job executor", "job.type")
 
 
-@EXECUTORS.register("sleep")
+class ExecutorRegistry(Registry[Executor]):
+    """Executors by job type; `register_test_only` ones are seen only while
+    TENGINE_TEST_EXECUTORS=1, read at each lookup (so a runner in a Ray actor, or a `tengine
+    jobs work` that a test started, has them when its environment has the variable)."""
+
+    def __init__(self):
+        super().__init__("job executor", "job.type")
+        self.test_only: dict[str, Executor] = {}
+
+    def register_test_only(self, name: str) -> Callable[[Executor], Executor]:
+        def add(fn: Executor) -> Executor:
+            self.test_only[name] = fn
+            return fn
+
+        return add
+
+    def visible(self) -> dict[str, Executor]:
+        if os.environ.get(TEST_EXECUTORS_ENV) == "1":
+            return {**self._items, **self.test_only}
+        return self._items
+
+
+EXECUTORS = ExecutorRegistry()
+
+
+@EXECUTORS.register_test_only("sleep")
 def run_sleep(ctx: JobContext) -> dict[str, Any]:
-    """For tests of the dispatcher: sleep, then append the job id to `append_to` (a side effect a
-    test can count), then fail if `fail` says so."""
+    """For tests of the dispatcher (only with TENGINE_TEST_EXECUTORS=1): sleep, then append the
+    job id to `append_to` (a side effect a test can count), then fail if `fail` says so."""
     seconds = float(ctx.job.config.get("seconds", 0))
     if ctx.cancelled.wait(seconds):
         raise Cancelled
@@ -88,21 +132,30 @@ def run_train(ctx: JobContext) -> dict[str, Any]:
                         "CONFIG.yaml` (or pass config={'config': cfg.model_dump(mode='json')})")
     run_dir = Path(ctx.job.config.get("run_dir")
                    or Path(cfg["logging"]["root"]) / f"{cfg['name']}-{ctx.job.id}")
+    name, parent = ctx.job.config.get("register"), None
+    if ctx.job.type == "retrain" and name:  # the parent: what the model is now, before training
+        parent = _current_version(ctx, name, ctx.job.config.get("parent_alias", "production"))
+        if ctx.job.config.get("init_from_parent") and parent is not None:
+            artifact = use_version(ctx.client.registry.get(name, parent))  # sha256 checked
+            cfg = {**cfg, "model": {**cfg["model"], "init_from": str(artifact)}}
+            ctx.log(f"warm start from {name} v{parent} ({artifact})")
     with tempfile.TemporaryDirectory(prefix="tengine-job-") as tmp:
         _run_child(ctx, _train_command(ctx, _config_file(tmp, cfg), run_dir))
     summary = json.loads((run_dir / "summary.json").read_text())
     keep = ("status", "steps", "train_loss", "val_loss", "best_val_loss", "tokens_per_s",
             "restarts", "world_size", "best_checkpoint", "last_checkpoint", "resumed_from")
     result: dict[str, Any] = {"run_dir": str(run_dir), "summary": {k: summary.get(k) for k in keep}}
-    if name := ctx.job.config.get("register"):
-        result["model"] = _register(ctx, name, cfg, summary, run_dir)
+    if name:
+        result["model"] = _register(ctx, name, cfg, summary, run_dir, parent)
     return result
 
 
 @EXECUTORS.register("retrain")
 def run_retrain(ctx: JobContext) -> dict[str, Any]:
     """`train`, and the new version's parent is what `parent_alias` (default `production`) of
-    the registered model points at now, else its latest version."""
+    the registered model points at when the job starts, else its latest version; with
+    `init_from_parent` the run starts from the parent's weights (its artifact, sha256 checked)
+    instead of from scratch."""
     return run_train(ctx)
 
 
@@ -113,7 +166,8 @@ def run_evaluate(ctx: JobContext) -> dict[str, Any]:
     conf, model = ctx.job.config, None
     if conf.get("model"):
         version = ctx.client.registry.get(conf["model"], conf.get("ref", "latest"))
-        checkpoint, source = Path(version.artifact_uri), version.source_run
+        checkpoint = use_version(version)  # refused if it changed since it was registered
+        source = str(checkpoint)  # the artifact holds the run's config.yaml and tokenizer
         model = {"name": version.name, "version": version.version}
     elif conf.get("checkpoint"):
         checkpoint = Path(conf["checkpoint"])
@@ -165,7 +219,8 @@ def run_sweep_job(ctx: JobContext) -> dict[str, Any]:
     if name := conf.get("register"):  # through the runner's own client, like train jobs
         from tengine.sweep.report import register_best
 
-        result["model"] = register_best(ctx.client.registry, report, name, job_id=ctx.job.id)
+        result["model"] = register_best(ctx.client.registry, report, name, job_id=ctx.job.id,
+                                        pack=_child_pack(ctx))
         ctx.log(f"registered {name} v{result['model']['version']} (best trial {best.get('trial')})")
     return result
 
@@ -204,16 +259,19 @@ def _run_child(ctx: JobContext, cmd: list[str], grace_s: float = 10.0) -> None:
     """Run `cmd` (`python -m tengine <command> …`), streaming its output into the job log; kill
     its process group on cancel."""
     what = " ".join(cmd[2:4])
-    ctx.log("$ " + " ".join(cmd))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", **({"RAY_ADDRESS": ctx.address} if ctx.address else {})}
+    ctx.log(redact("$ " + " ".join(cmd)))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1",
+           ALLOWED_IMPORTS_ENV: ",".join(ctx.child_allowed_imports()),
+           **({"RAY_ADDRESS": ctx.address} if ctx.address else {})}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env, start_new_session=True, preexec_fn=_die_with_parent())
     tail: collections.deque[str] = collections.deque(maxlen=40)
 
     def pump() -> None:
-        for line in proc.stdout:
-            tail.append(line.rstrip())
-            ctx.log(line.rstrip())
+        for raw in proc.stdout:
+            line = redact(raw.rstrip())  # before it is kept anywhere: the log, the job's error
+            tail.append(line)
+            ctx.log(line)
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
@@ -256,24 +314,38 @@ def _kill_group(proc: subprocess.Popen, grace_s: float) -> None:
             continue
 
 
-def _register(ctx: JobContext, name: str, cfg: dict, summary: dict, run_dir: Path) -> dict[str, Any]:
-    """Register the run's best (else last) checkpoint. Its sha256 is that of the checkpoint's
-    manifest.json, which holds the sha256 of every file in it; size counts them all."""
+def _child_pack(ctx: JobContext):
+    """`pack` for register_checkpoint, run as `tengine registry pack` (the runner has no torch)."""
+    def pack(checkpoint: Path, into: Path, run_dir: Path | None) -> dict[str, Any]:
+        lines: list[str] = []
+
+        def keep(*logged: str) -> None:
+            lines.extend(logged)
+            ctx.log(*logged)
+
+        cmd = [sys.executable, "-m", "tengine", "registry", "pack", str(checkpoint),
+               "--into", str(into), *(["--run-dir", str(run_dir)] if run_dir else [])]
+        _run_child(dataclasses.replace(ctx, log=keep), cmd)
+        return json.loads(next(line for line in reversed(lines) if line.startswith("{")))
+
+    return pack
+
+
+def _register(ctx: JobContext, name: str, cfg: dict, summary: dict, run_dir: Path,
+              parent: int | None) -> dict[str, Any]:
+    """Register the run's best (else last) checkpoint: a copy in the registry's artifact root
+    (consolidated weights, config, tokenizer), with that checkpoint's own metrics and step."""
     checkpoint = summary.get("best_checkpoint") or summary.get("last_checkpoint")
     if not checkpoint:
         raise JobFailed(f"cannot register '{name}': the run wrote no checkpoint ({run_dir})")
-    sha256, size = checkpoint_identity(Path(checkpoint))
-    metrics = {k: summary[k] for k in ("val_loss", "train_loss", "best_val_loss")
-               if isinstance(summary.get(k), (int, float))}
-    parent = None
-    if ctx.job.type == "retrain":
-        parent = _current_version(ctx, name, ctx.job.config.get("parent_alias", "production"))
-    version = ctx.client.registry.register(
-        name, artifact_uri=str(checkpoint), sha256=sha256, size=size,
-        metrics=metrics, config_hash=config_hash(cfg), source_run=str(run_dir), job_id=ctx.job.id,
+    version = register_checkpoint(
+        ctx.client.registry, name, Path(checkpoint), pack=_child_pack(ctx), run_dir=run_dir,
+        config_hash=config_hash(cfg), source_run=str(run_dir), job_id=ctx.job.id,
         parent_version=parent, tags={"job_type": ctx.job.type})
-    ctx.log(f"registered {name} v{version.version} ({checkpoint}, sha256 {version.sha256[:12]}…)")
-    return {"name": name, "version": version.version, "sha256": version.sha256}
+    ctx.log(f"registered {name} v{version.version} ({version.artifact_uri}, from {checkpoint}, "
+            f"sha256 {version.sha256[:12]}…)")
+    return {"name": name, "version": version.version, "sha256": version.sha256,
+            "artifact_uri": version.artifact_uri}
 
 
 def _current_version(ctx: JobContext, name: str, alias: str) -> int | None:

@@ -13,10 +13,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from tengine.control import safety
 from tengine.control.jobs import JobQueue
 from tengine.control.registry import ModelRegistry
 from tengine.control.scheduler import Scheduler
-from tengine.control.store import open_store
+from tengine.control.store import open_store, redact_uri
 from tengine.errors import Invalid
 from tengine.registry import did_you_mean
 
@@ -24,12 +25,18 @@ COMPONENTS = ("jobs", "schedules", "registry")
 
 
 class ControlPlane:
-    def __init__(self, store_uri: str, clock=time.time):
+    """`allowed_imports`: module prefixes, beyond `tengine.`, that submitted jobs' configs may
+    import (models, losses, data sources): the operator's `control.allowed_imports`."""
+
+    def __init__(self, store_uri: str, clock=time.time, allowed_imports: tuple[str, ...] = (),
+                 artifact_root: str | None = None):
         self.store_uri = store_uri
         self.store = open_store(store_uri)
-        self.jobs = JobQueue(self.store, clock)
+        self.allowed_imports = safety.allowed_imports(allowed_imports)
+        self.jobs = JobQueue(self.store, clock, validate=lambda type, config: safety.check_job_imports(
+            type, config, self.allowed_imports))
         self.schedules = Scheduler(self.store, self.jobs, clock)
-        self.registry = ModelRegistry(self.store, clock)
+        self.registry = ModelRegistry(self.store, clock, artifact_root)
 
     def call(self, component: str, method: str, *args: Any, **kwargs: Any) -> Any:
         if component not in COMPONENTS:
@@ -45,7 +52,9 @@ class ControlPlane:
         states: dict[str, int] = {}
         for job in self.jobs.list():
             states[job.state] = states.get(job.state, 0) + 1
-        return {"store": self.store_uri, "jobs": states,
+        return {"store": redact_uri(self.store_uri), "identity": self.store.identity,
+                "allowed_imports": list(self.allowed_imports),
+                "artifact_root": self.registry._setting("artifact_root"), "jobs": states,
                 "schedules": len(self.schedules.list()),
                 "model_versions": len(self.registry.list_models(status=None))}
 

@@ -5,12 +5,18 @@
     reg.promote_model("mymodel", v.version, alias="production", by="ci", reason="beats v3")
     reg.get("mymodel", "production")            # by alias or by number
 
-Version numbers come from one `BEGIN IMMEDIATE` transaction (read max, insert), so concurrent
-registrations from many processes get 1..N with no gap and no duplicate. Versions never change
+Version numbers come from one transaction under the store's write lock (read max, insert), so
+concurrent registrations from many processes and hosts get 1..N with no gap and no duplicate. Versions never change
 after registration except their status (active → retired); an alias move is one transaction that
 also writes its audit row. A registration that names its job is made once per job and artifact
 (sha256): the job's runner may repeat the call after a lost reply and gets the same version
 back, while a retried job that trained again registers its new model as a new version.
+`register`, `set_alias` and `promote_model` also take an `idempotency_key`: a request repeated
+with the same key (its reply was lost) returns what the first one did and changes nothing.
+`set_alias(..., expected_version=N)` is a compare-and-set: it moves the alias only if it points
+at N now (None: only if the alias does not exist yet), else `Conflict` — two promotions racing
+from the same state cannot both win. The registry keeps records; `tengine/control/artifacts.py`
+copies what is registered into the registry's own artifact root first.
 """
 
 from __future__ import annotations
@@ -19,10 +25,32 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from tengine.control.store import SQLiteStore
+from sqlalchemy import bindparam, delete, func, insert, select, update
+
+from tengine.control.store import (
+    Store,
+    alias_events,
+    aliases,
+    meta,
+    model_versions,
+    recall,
+    remember,
+)
 from tengine.errors import Conflict, Invalid, NotFound
+
+V, A = model_versions.c, aliases.c
+# the reads of `get`, built once (see jobs.py)
+# a version with its aliases in one query (aggregate_strings: group_concat / string_agg)
+VERSION = select(model_versions, select(func.aggregate_strings(A.alias, ",")).where(
+    A.name == V.name, A.version == V.version).scalar_subquery().label("alias_list")).where(
+    V.name == bindparam("n"), V.version == bindparam("v"))
+NEWEST = select(func.max(V.version)).where(V.name == bindparam("n"))  # any status: never reused
+REGISTER = insert(model_versions).returning(*model_versions.c)
+LATEST = select(func.max(V.version)).where(V.name == bindparam("n"), V.status == "active")
+ALIAS = select(A.version).where(A.name == bindparam("n"), A.alias == bindparam("a"))
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -51,17 +79,44 @@ class ModelVersion:
     created: float = 0.0
     status: str = "active"
     aliases: tuple[str, ...] = ()
+    source_uri: str | None = None  # what was registered (a run's checkpoint); artifact_uri: the copy
+    step: int | None = None  # the checkpoint's optimizer step
 
 
 class ModelRegistry:
-    def __init__(self, store: SQLiteStore, clock=time.time):
+    """`artifact_root`: the directory registered models are copied into (`registry.artifact_root`,
+    kept in the store once set, so every client and every restart uses the same one); default
+    for a SQLite store: `artifacts/` beside its file."""
+
+    def __init__(self, store: Store, clock=time.time, artifact_root: str | None = None):
         self.store, self.clock = store, clock
+        if artifact_root is None and store.dialect == "sqlite" and store.path is not None:
+            if self._setting("artifact_root") is None:
+                artifact_root = str(Path(store.path).resolve().parent / "artifacts")
+        if artifact_root is not None:
+            with store.transaction() as db:
+                db.execute(delete(meta).where(meta.c.key == "artifact_root"))
+                db.execute(insert(meta).values(key="artifact_root", value=str(artifact_root)))
+
+    def artifact_root(self) -> str:
+        """Where registered models are copied (every node that registers or uses one must see it)."""
+        root = self._setting("artifact_root")
+        if root is None:
+            raise Invalid("this control plane has no registry.artifact_root: start it with "
+                          "`tengine control start --artifact-root DIR` (a directory every node "
+                          "sees, e.g. on shared storage)")
+        return root
+
+    def _setting(self, key: str) -> str | None:
+        return self.store.scalar(select(meta.c.value).where(meta.c.key == key))
 
     # --- writing -----------------------------------------------------------------------------
     def register(self, name: str, *, artifact_uri: str, sha256: str, size: int,
                  metrics: dict[str, float] | None = None, config_hash: str | None = None,
                  source_run: str | None = None, job_id: str | None = None,
-                 parent_version: int | None = None, tags: dict[str, str] | None = None) -> ModelVersion:
+                 parent_version: int | None = None, tags: dict[str, str] | None = None,
+                 source_uri: str | None = None, step: int | None = None,
+                 idempotency_key: str | None = None) -> ModelVersion:
         check_name(name, "model name")
         if not artifact_uri:
             raise Invalid("artifact_uri is empty")
@@ -70,54 +125,77 @@ class ModelRegistry:
         if not isinstance(size, int) or size < 0:
             raise Invalid(f"size {size!r} must be a non-negative integer (bytes)")
         with self.store.transaction() as db:
+            if (seen := recall(db, idempotency_key, "register")) is not None:
+                return self.get(seen["name"], seen["version"])
             if job_id is not None:  # a job registers a trained model once, however often it asks
-                same = db.execute("SELECT version FROM model_versions WHERE name = ? AND job_id = ? "
-                                  "AND sha256 = ?", (name, job_id, sha256)).fetchone()
+                same = db.execute(select(V.version).where(V.name == name, V.job_id == job_id,
+                                                          V.sha256 == sha256)).first()
                 if same is not None:
                     return self.get(name, same[0])
-            latest = db.execute("SELECT MAX(version) FROM model_versions WHERE name = ?",
-                                (name,)).fetchone()[0] or 0
+            latest = db.execute(NEWEST, {"n": name}).scalar() or 0
             if parent_version is not None and not 1 <= parent_version <= latest:
                 raise NotFound(f"parent version {parent_version} of '{name}' does not exist "
                                f"(latest is {latest or 'none'})")
             version = latest + 1
-            db.execute(
-                "INSERT INTO model_versions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (name, version, artifact_uri, sha256, size, json.dumps(metrics or {}), config_hash,
-                 source_run, job_id, parent_version, json.dumps(tags or {}), self.clock(), "active"))
-        return self.get(name, version)
+            row = db.execute(REGISTER, {
+                "name": name, "version": version, "artifact_uri": artifact_uri, "sha256": sha256,
+                "size": size, "metrics": json.dumps(metrics or {}), "config_hash": config_hash,
+                "source_run": source_run, "job_id": job_id, "parent_version": parent_version,
+                "tags": json.dumps(tags or {}), "created": self.clock(), "status": "active",
+                "source_uri": source_uri, "step": step}).mappings().one()
+            remember(db, idempotency_key, "register", {"name": name, "version": version})
+            return self._version(row, ())  # new: no alias yet
 
     def set_alias(self, name: str, alias: str, version: int, *, by: str | None = None,
-                  reason: str | None = None) -> ModelVersion:
-        """Point `alias` at `version` (atomically, with an audit row)."""
+                  reason: str | None = None, expected_version: int | None | object = ...,
+                  idempotency_key: str | None = None) -> ModelVersion:
+        """Point `alias` at `version` (atomically, with an audit row). With `expected_version`
+        (an int, or None for "the alias does not exist yet") only if it points there now."""
         check_name(alias, "alias")
         if alias.isdigit():
             raise Invalid(f"alias {alias!r} would shadow version numbers; use a name")
         with self.store.transaction() as db:
+            if recall(db, idempotency_key, "set_alias") is not None:
+                return self.get(name, version)
             row = self._row(db, name, version)
             if row["status"] != "active":
                 raise Conflict(f"{name} v{version} is {row['status']}; only active versions take aliases")
-            old = db.execute("SELECT version FROM aliases WHERE name = ? AND alias = ?",
-                             (name, alias)).fetchone()
-            db.execute("INSERT OR REPLACE INTO aliases VALUES (?,?,?)", (name, alias, version))
-            db.execute("INSERT INTO alias_events VALUES (?,?,?,?,?,?,?)",
-                       (name, alias, old[0] if old else None, version, self.clock(), by, reason))
+            old = db.execute(select(A.version).where(A.name == name, A.alias == alias)).scalar()
+            if expected_version is not ... and old != expected_version:
+                raise Conflict(f"alias '{alias}' of '{name}' points at "
+                               f"{f'v{old}' if old is not None else 'nothing'}, not "
+                               f"{f'v{expected_version}' if expected_version is not None else 'nothing'}"
+                               " as expected: someone moved it meanwhile; look again and retry")
+            if old is None:
+                db.execute(insert(aliases).values(name=name, alias=alias, version=version))
+            else:
+                db.execute(update(aliases).where(A.name == name, A.alias == alias)
+                           .values(version=version))
+            self._audit(db, name, alias, old, version, by, reason)
+            remember(db, idempotency_key, "set_alias", {"name": name, "version": version})
         return self.get(name, version)
 
     def promote_model(self, name: str, version: int, alias: str = "production", *,
-                      by: str | None = None, reason: str | None = None) -> ModelVersion:
-        return self.set_alias(name, alias, version, by=by, reason=reason)
+                      by: str | None = None, reason: str | None = None,
+                      expected_version: int | None | object = ...,
+                      idempotency_key: str | None = None) -> ModelVersion:
+        return self.set_alias(name, alias, version, by=by, reason=reason,
+                              expected_version=expected_version, idempotency_key=idempotency_key)
 
     def remove_alias(self, name: str, alias: str, *, by: str | None = None,
                      reason: str | None = None) -> None:
         with self.store.transaction() as db:
-            old = db.execute("SELECT version FROM aliases WHERE name = ? AND alias = ?",
-                             (name, alias)).fetchone()
+            old = db.execute(select(A.version).where(A.name == name, A.alias == alias)).scalar()
             if old is None:
                 raise NotFound(f"model '{name}' has no alias '{alias}'")
-            db.execute("DELETE FROM aliases WHERE name = ? AND alias = ?", (name, alias))
-            db.execute("INSERT INTO alias_events VALUES (?,?,?,?,?,?,?)",
-                       (name, alias, old[0], None, self.clock(), by, reason))
+            db.execute(delete(aliases).where(A.name == name, A.alias == alias))
+            self._audit(db, name, alias, old, None, by, reason)
+
+    def _audit(self, db, name: str, alias: str, old: int | None, new: int | None,
+               by: str | None, reason: str | None) -> None:
+        db.execute(insert(alias_events).values(name=name, alias=alias, from_version=old,
+                                               to_version=new, ts=self.clock(), actor=by,
+                                               reason=reason))
 
     def retire_model(self, name: str, version: int) -> ModelVersion:
         self._set_status(name, version, "retired", "retire")
@@ -132,34 +210,33 @@ class ModelRegistry:
         with self.store.transaction() as db:
             self._row(db, name, version)
             self._refuse_if_aliased(db, name, version, action)
-            db.execute("UPDATE model_versions SET status = ? WHERE name = ? AND version = ?",
-                       (status, name, version))
+            db.execute(update(model_versions).where(V.name == name, V.version == version)
+                       .values(status=status))
 
     # --- reading -----------------------------------------------------------------------------
     def get(self, name: str, ref: int | str) -> ModelVersion:
         """A version by number, by alias, or 'latest' (newest active)."""
         check_name(name, "model name")
-        version = self._resolve(name, ref)
-        rows = self.store.read("SELECT * FROM model_versions WHERE name = ? AND version = ?",
-                               (name, version))
-        if not rows or rows[0]["status"] == "deleted":
+        with self.store.reading() as db:  # one connection for the three reads
+            version = self._resolve(db, name, ref)
+            row = db.execute(VERSION, {"n": name, "v": version}).mappings().first()
+        if row is None or row["status"] == "deleted":
             raise NotFound(f"model '{name}' has no version {version}")
-        return self._version(rows[0])
+        return self._version(row, tuple(sorted((row["alias_list"] or "").split(",")) if
+                                        row["alias_list"] else ()))
 
     def list_models(self, name: str | None = None, *, status: str | None = "active",
                     tag: tuple[str, str] | None = None, alias: str | None = None) -> list[ModelVersion]:
-        sql, args = "SELECT * FROM model_versions WHERE status != 'deleted'", []
+        query = select(model_versions).where(V.status != "deleted").order_by(V.name, V.version)
         if name is not None:
-            sql += " AND name = ?"
-            args.append(check_name(name, "model name"))
+            query = query.where(V.name == check_name(name, "model name"))
         if status is not None:
-            sql += " AND status = ?"
-            args.append(status)
-        aliases: dict[tuple[str, int], list[str]] = {}
-        for a in self.store.read("SELECT name, version, alias FROM aliases ORDER BY alias"):
-            aliases.setdefault((a["name"], a["version"]), []).append(a["alias"])
-        rows = self.store.read(sql + " ORDER BY name, version", tuple(args))
-        out = [self._version(r, tuple(aliases.get((r["name"], r["version"]), ()))) for r in rows]
+            query = query.where(V.status == status)
+        named: dict[tuple[str, int], list[str]] = {}
+        for a in self.store.read(select(A.name, A.version, A.alias).order_by(A.alias)):
+            named.setdefault((a["name"], a["version"]), []).append(a["alias"])
+        out = [self._version(r, tuple(named.get((r["name"], r["version"]), ())))
+               for r in self.store.read(query)]
         if tag is not None:
             out = [v for v in out if v.tags.get(tag[0]) == tag[1]]
         if alias is not None:
@@ -187,60 +264,58 @@ class ModelRegistry:
         return chain
 
     def alias_history(self, name: str, alias: str | None = None) -> list[dict[str, Any]]:
-        sql, args = "SELECT * FROM alias_events WHERE name = ?", [name]
+        e = alias_events.c
+        query = select(alias_events).where(e.name == name).order_by(e.id)
         if alias is not None:
-            sql += " AND alias = ?"
-            args.append(alias)
-        return [dict(r) for r in self.store.read(sql + " ORDER BY ts, rowid", tuple(args))]
+            query = query.where(e.alias == alias)
+        return [{k: v for k, v in r.items() if k != "id"} for r in self.store.read(query)]
 
     # --- helpers -----------------------------------------------------------------------------
-    def _resolve(self, name: str, ref: int | str) -> int:
+    def _resolve(self, db, name: str, ref: int | str) -> int:
         if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
             version = int(ref)
             if version < 1:
                 raise Invalid(f"version {ref!r} must be ≥ 1")
             return version
         if ref == "latest":
-            row = self.store.read("SELECT MAX(version) FROM model_versions WHERE name = ? AND "
-                                  "status = 'active'", (name,))[0][0]
-            if row is None:
+            latest = db.execute(LATEST, {"n": name}).scalar()
+            if latest is None:
                 raise NotFound(f"model '{name}' has no active version")
-            return row
+            return latest
         check_name(ref, "alias")
-        rows = self.store.read("SELECT version FROM aliases WHERE name = ? AND alias = ?", (name, ref))
-        if not rows:
+        version = db.execute(ALIAS, {"n": name, "a": ref}).scalar()
+        if version is None:
             raise NotFound(f"model '{name}' has no alias '{ref}'")
-        return rows[0][0]
+        return version
 
     def _get_any(self, name: str, version: int) -> ModelVersion | None:
-        rows = self.store.read("SELECT * FROM model_versions WHERE name = ? AND version = ?",
-                               (name, version))
+        rows = self.store.read(select(model_versions).where(V.name == name, V.version == version))
         return self._version(rows[0]) if rows else None
 
     @staticmethod
     def _row(db, name: str, version: int):
-        row = db.execute("SELECT * FROM model_versions WHERE name = ? AND version = ?",
-                         (name, version)).fetchone()
+        row = db.execute(select(model_versions).where(V.name == name, V.version == version)
+                         ).mappings().first()
         if row is None or row["status"] == "deleted":
             raise NotFound(f"model '{name}' has no version {version}")
         return row
 
     @staticmethod
     def _refuse_if_aliased(db, name: str, version: int, action: str) -> None:
-        aliases = [r[0] for r in db.execute(
-            "SELECT alias FROM aliases WHERE name = ? AND version = ?", (name, version))]
-        if aliases:
-            raise Conflict(f"cannot {action} {name} v{version}: alias(es) {', '.join(aliases)} "
+        names = db.execute(select(A.alias).where(A.name == name, A.version == version)).scalars().all()
+        if names:
+            raise Conflict(f"cannot {action} {name} v{version}: alias(es) {', '.join(names)} "
                            "point at it; move them first")
 
     def _version(self, row, aliases: tuple[str, ...] | None = None) -> ModelVersion:
         if aliases is None:
-            aliases = tuple(r[0] for r in self.store.read(
-                "SELECT alias FROM aliases WHERE name = ? AND version = ? ORDER BY alias",
-                (row["name"], row["version"])))
+            aliases = tuple(r["alias"] for r in self.store.read(
+                select(A.alias).where(A.name == row["name"], A.version == row["version"])
+                .order_by(A.alias)))
         return ModelVersion(
             name=row["name"], version=row["version"], artifact_uri=row["artifact_uri"],
             sha256=row["sha256"], size=row["size"], metrics=json.loads(row["metrics"]),
             config_hash=row["config_hash"], source_run=row["source_run"], job_id=row["job_id"],
             parent_version=row["parent_version"], tags=json.loads(row["tags"]),
-            created=row["created"], status=row["status"], aliases=aliases)
+            created=row["created"], status=row["status"], aliases=aliases,
+            source_uri=row["source_uri"], step=row["step"])

@@ -32,8 +32,12 @@ log = logging.getLogger("tengine")
 
 class JobRunner:
     def __init__(self, client: Any, name: str, *, address: str | None = None, ttl_s: float = 30.0,
-                 heartbeat_s: float = 1.0, poll_s: float = 0.5):
+                 heartbeat_s: float = 1.0, poll_s: float = 0.5,
+                 allowed_imports: tuple[str, ...] = ()):
+        from tengine.control.safety import allowed_imports as allowed
+
         self.client, self.name, self.address = client, name, address
+        self.allowed_imports = allowed(allowed_imports)  # what the jobs' processes may import
         self.ttl_s, self.heartbeat_s, self.poll_s = ttl_s, heartbeat_s, poll_s
         self.transient: tuple[type[BaseException], ...] = getattr(client, "transient", ())
         self.current: str | None = None  # the job being run, for status
@@ -67,7 +71,8 @@ class JobRunner:
 
     def _run(self, job) -> None:
         self.current = job.id
-        ctx = JobContext(job, _Repeating(self._call, self.client), _LogBuffer(), self.address)
+        ctx = JobContext(job, _Repeating(self._call, self.client), _LogBuffer(), self.address,
+                         allowed_imports=self.allowed_imports)
         finished = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(ctx, finished), daemon=True,
                                 name=f"heartbeat-{job.id}")

@@ -7,11 +7,17 @@
 `preflight(cfg)` checks everything that can be checked without doing work (registry names,
 import paths, data files) and raises one `ConfigError` listing every problem, so a typo fails in
 a second instead of after the data is built.
+
+`run` owns its run dir while it trains (`rundir_lock.py`): a second run on the same dir fails
+before it touches anything. A caller that owns the dir already (the Ray Train driver, for its
+workers) passes `lock_run_dir=False`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +26,11 @@ from tengine.config import TengineConfig
 from tengine.data import COLLATORS, build_data
 from tengine.data.sources import resolve_source, stdlib_glob
 from tengine.data.tokens import shard_files
-from tengine.engine.checkpoint import MANIFEST
-from tengine.engine.data_context import checkpoint_context, run_context
+from tengine.engine.checkpoint import MANIFEST, read_manifest
+from tengine.engine.data_context import DataContext, checkpoint_context, run_context
 from tengine.engine.losses import resolve_loss
 from tengine.engine.reporter import LocalReporter, Reporter
+from tengine.engine.rundir_lock import RunDirBusy, hold_run_dir
 from tengine.engine.seeding import seed_everything
 from tengine.errors import ConfigError, TengineError
 from tengine.models import build_model, check_model
@@ -147,31 +154,46 @@ def evaluate(cfg: TengineConfig, checkpoint: str | Path) -> dict[str, Any]:
     an fsdp or deepspeed checkpoint is loaded by its own backend, resharded to this one rank)."""
     from tengine.backends.process_group import world_of_one
     from tengine.config import TaskSpec
+    from tengine.engine.artifact import WEIGHTS, is_artifact
     from tengine.engine.reporter import MemoryReporter
     from tengine.engine.trainer import Trainer
 
     if not (Path(checkpoint) / MANIFEST).is_file():
         raise ConfigError(f"checkpoint '{checkpoint}' is not a tengine checkpoint (no {MANIFEST}); "
-                          "give a <run dir>/checkpoints/step_XXXXXXXX directory")
-    cfg = cfg.model_copy(update={"distributed": cfg.distributed.model_copy(update={"workers": 0})})
+                          "give a <run dir>/checkpoints/step_XXXXXXXX directory or a registered "
+                          "model's artifact")
+    packed = is_artifact(Path(checkpoint))  # a registry artifact: weights only, verified on load
+    dist = {"workers": 0, **({"backend": "single"} if packed else {})}
+    model_update = {"init_from": str(Path(checkpoint) / WEIGHTS)} if packed else {}
+    cfg = cfg.model_copy(update={"distributed": cfg.distributed.model_copy(update=dist),
+                                 "model": cfg.model.model_copy(update=model_update)})
+    if packed:
+        from tengine.files import verify_artifact
+
+        verify_artifact(Path(checkpoint))
     preflight(cfg)
     if cfg.distributed.backend != "single":
         world_of_one()
     seed_everything(cfg.seed, cfg.deterministic)
-    bundle = build_data(cfg.data, cfg.task, checkpoint_context(checkpoint))  # the run's tokenizer
+    context = DataContext(run_dir=None, saved=Path(checkpoint)) if packed \
+        else checkpoint_context(checkpoint)  # the run's tokenizer
+    bundle = build_data(cfg.data, cfg.task, context)
     if len(bundle.val) == 0:
         raise ConfigError("data: the validation split is empty; raise data.val_fraction or give "
                           "the source's validation files")
-    model = model_for(cfg, bundle, initial_weights=False)  # the checkpoint's weights follow
+    model = model_for(cfg, bundle, initial_weights=packed)  # a checkpoint's weights follow
     trainer = Trainer(model, cfg, TaskSpec.from_config(cfg.task),
                       reporter=MemoryReporter(Path(checkpoint).parent.parent), pad_id=bundle.pad_id,
                       loss_floor=bundle.loss_floor)
-    record = trainer.evaluate_checkpoint(checkpoint, bundle.val)
+    if packed:
+        record = trainer.evaluate_weights(bundle.val, step=read_manifest(Path(checkpoint))["step"])
+    else:
+        record = trainer.evaluate_checkpoint(checkpoint, bundle.val)
     return {**record, "checkpoint": str(checkpoint), "loss_floor": bundle.loss_floor}
 
 
 def run(cfg: TengineConfig, reporter: Reporter | None = None, strategy=None,
-        run_dir: str | None = None) -> dict[str, Any]:
+        run_dir: str | None = None, lock_run_dir: bool = True) -> dict[str, Any]:
     """Train `cfg` in this process (one rank of a group when launched by torchrun/Ray)."""
     from tengine.config import TaskSpec
     from tengine.engine.trainer import Trainer
@@ -179,11 +201,29 @@ def run(cfg: TengineConfig, reporter: Reporter | None = None, strategy=None,
     preflight(cfg)
     strategy = strategy or build_strategy(cfg)
     reporter = reporter or LocalReporter(run_dir or cfg.run_dir(), is_main=strategy.is_main)
-    # the same seed on every rank: the initial weights must agree (FSDP shards each rank's
-    # own copy); the Trainer reseeds with seed + rank for dropout afterwards
-    seed_everything(cfg.seed, cfg.deterministic)
-    bundle = build_data(cfg.data, cfg.task, run_context(cfg, reporter, strategy))
-    model = model_for(cfg, bundle)
-    trainer = Trainer(model, cfg, TaskSpec.from_config(cfg.task), strategy=strategy,
-                      reporter=reporter, pad_id=bundle.pad_id, loss_floor=bundle.loss_floor)
-    return trainer.train(bundle.train, bundle.val)
+    with _owning(reporter.run_dir, strategy) if lock_run_dir else contextlib.nullcontext():
+        # the same seed on every rank: the initial weights must agree (FSDP shards each rank's
+        # own copy); the Trainer reseeds with seed + rank for dropout afterwards
+        seed_everything(cfg.seed, cfg.deterministic)
+        bundle = build_data(cfg.data, cfg.task, run_context(cfg, reporter, strategy))
+        model = model_for(cfg, bundle)
+        trainer = Trainer(model, cfg, TaskSpec.from_config(cfg.task), strategy=strategy,
+                          reporter=reporter, pad_id=bundle.pad_id, loss_floor=bundle.loss_floor)
+        return trainer.train(bundle.train, bundle.val)
+
+
+@contextlib.contextmanager
+def _owning(run_dir: Path, strategy) -> Iterator[None]:
+    """Rank 0 holds the run dir's lock; every rank learns whether it got it (one broadcast), so
+    a busy dir fails the whole group at once instead of leaving ranks waiting for rank 0."""
+    with contextlib.ExitStack() as stack:
+        busy = None
+        if strategy.is_main:
+            try:
+                stack.enter_context(hold_run_dir(run_dir))
+            except RunDirBusy as err:
+                busy = str(err)
+        busy = strategy.broadcast(busy)
+        if busy:
+            raise RunDirBusy(busy)
+        yield

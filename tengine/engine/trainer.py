@@ -193,6 +193,14 @@ class Trainer:
         self._restore(path)
         return self.evaluate()
 
+    def evaluate_weights(self, val_data: Dataset, step: int) -> dict[str, Any]:
+        """Evaluate the model as it is (its weights loaded at build, e.g. a registry artifact)
+        on `val_data`, like `evaluate_checkpoint`; `step` is the one its weights are from."""
+        self.val_loader = self._loaders().val(val_data, self.cfg.training.eval_batches)
+        self.metrics = self._metrics_engine()
+        self.state.step = step
+        return self.evaluate()
+
     def fit(self) -> dict[str, Any]:
         status = "completed"
         self.stop.install()

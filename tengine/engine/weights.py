@@ -61,8 +61,19 @@ def check_weights_path(path: str) -> None:
 
 
 def load_weights(path: str | Path) -> StateDict:
+    """The state dict saved at `path`; a tengine checkpoint or registry artifact is verified
+    against its manifest first (a flipped byte is refused, never loaded)."""
     path = Path(path)
-    return WEIGHT_FORMATS.get(_detect(path))(path)
+    fmt = _detect(path)
+    if path.is_dir() and (path / MANIFEST).is_file():
+        from tengine.files import verify_artifact
+
+        verify_artifact(path)
+    elif path.is_file() and (path.parent / MANIFEST).is_file():  # a file of a checkpoint/artifact
+        from tengine.files import verify_artifact
+
+        verify_artifact(path.parent)
+    return WEIGHT_FORMATS.get(fmt)(path)
 
 
 @WEIGHT_FORMATS.register("safetensors")

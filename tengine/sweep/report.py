@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from tengine.files import checkpoint_identity, config_hash, read_metrics, write_json
+from tengine.files import config_hash, read_metrics, write_json
 
 TRIALS, DECISIONS = "trials", "decisions.jsonl"
 
@@ -187,22 +187,25 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def register_best(registry, report: dict[str, Any], name: str, job_id: str | None = None) -> dict[str, Any]:
+def register_best(registry, report: dict[str, Any], name: str, job_id: str | None = None,
+                  pack=None) -> dict[str, Any]:
     """Register the best trial's checkpoint (the copy in `<sweep dir>/best/`) in `registry` (a
-    control client's `registry`), tagged with the sweep's name, the trial and its parameters."""
+    control client's `registry`), tagged with the sweep's name, the trial and its parameters.
+    `pack` packs it into the registry's artifact root (default: in this process)."""
     import yaml
 
+    from tengine.control.artifacts import register_checkpoint
     from tengine.errors import TengineError
 
     best, checkpoint = report["best"], report.get("best_checkpoint")
     if not best or not checkpoint:
         raise TengineError(f"cannot register '{name}': the sweep's best trial wrote no checkpoint")
-    sha256, size = checkpoint_identity(Path(checkpoint))
+    if pack is None:
+        from tengine.engine.artifact import pack
     cfg = yaml.safe_load((Path(checkpoint).parent / "config.yaml").read_text())
     tags = {"sweep": report["name"], "trial": best["trial"],
             **{f"param.{k}": json.dumps(v) for k, v in best["params"].items()}}
-    version = registry.register(
-        name, artifact_uri=checkpoint, sha256=sha256, size=size,
-        metrics={report["metric"]: best["best"]}, config_hash=config_hash(cfg),
-        source_run=best["run_dir"], job_id=job_id, tags=tags)
+    version = register_checkpoint(registry, name, Path(checkpoint), pack=pack,
+                                  run_dir=Path(checkpoint).parent, config_hash=config_hash(cfg),
+                                  source_run=best["run_dir"], job_id=job_id, tags=tags)
     return {"name": name, "version": version.version, "sha256": version.sha256}

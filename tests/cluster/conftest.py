@@ -22,7 +22,11 @@ def free_port() -> int:
 
 
 def cluster_env(**extra: str) -> dict:
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1"}
+    """The environment of a test cluster's processes (and of drivers started beside it): the
+    test-only `sleep` job executor on (TENGINE_TEST_EXECUTORS, read by the runners in its
+    actors), fast Ray Train health checks, no RAY_ADDRESS of the caller's."""
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
+           "TENGINE_TEST_EXECUTORS": "1"}
     env.pop("RAY_ADDRESS", None)
     return {**env, **extra}
 

@@ -1,5 +1,5 @@
-"""The dispatcher on a local `ray start --head` cluster: jobs run exactly once while the control
-actor is killed again and again; a second driver's `tengine jobs submit … --register` trains on 2
+"""The dispatcher on a local `ray start --head` cluster: jobs run exactly once (on PostgreSQL) while
+the control actor is killed again and again; a second driver's `tengine jobs submit … --register` trains on 2
 workers and registers the model; cancelling a running train job stops its Ray workers."""
 
 from __future__ import annotations
@@ -56,8 +56,10 @@ def _alive(class_name: str) -> list:
     return list_actors(filters=[("class_name", "=", class_name), ("state", "=", "ALIVE")])
 
 
-def test_200_jobs_each_run_once_while_the_control_actor_is_killed_5_times(driver, ray_head, tmp_path):
-    client = connect(ray_head.address, driver, runners=4)
+def test_200_jobs_each_run_once_while_the_control_actor_is_killed_5_times(driver, ray_head, tmp_path,
+                                                                         postgres):
+    """On PostgreSQL, the store for a cluster: 4 runners, the actor killed 5 times meanwhile."""
+    client = connect(ray_head.address, postgres.new_database(), runners=4)
     record = tmp_path / "ran.txt"
     jobs = [client.jobs.submit("sleep", {"seconds": 0.1, "append_to": str(record)}) for _ in range(200)]
     done = lambda: len(client.jobs.list(state="SUCCEEDED"))  # noqa: E731
@@ -105,7 +107,8 @@ def test_second_driver_submits_a_train_job_that_registers_its_model(ray_head, tm
     assert summary["world_size"] == 2 and summary["steps"] == 20
     assert model["job_id"] == job_id and model["source_run"] == job["result"]["run_dir"]
     assert model["sha256"] == sha256_file(f"{model['artifact_uri']}/manifest.json")
-    assert model["size"] > 0 and model["artifact_uri"].endswith("step_00000020")
+    assert model["artifact_uri"].startswith(f"{tmp_path}/control/artifacts/mymodel/")
+    assert model["size"] > 0 and model["source_uri"].endswith("step_00000020") and model["step"] == 20
 
 
 def test_cancelling_a_running_train_job_stops_its_workers(driver, ray_head, tmp_path):

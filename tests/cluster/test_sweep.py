@@ -85,17 +85,20 @@ def test_asha_stops_bad_trials_for_reasons_written_down_and_registers_the_best(r
     assert yaml.safe_load((best_dir / "config.yaml").read_text()) == trial_cfg
     assert trial_cfg["optim"]["lr"] == best["params"]["optim.lr"]
 
-    # --register: a registry version whose checkpoint is the best trial's
+    # --register: a registry version packed from the best trial's checkpoint
     from tengine.cluster.client import connect
     from tengine.files import sha256_file
 
     version = connect(None, store).registry.get("swept", "latest")
-    ckpt = Path(version.artifact_uri)
+    ckpt = Path(version.source_uri)
     assert ckpt.parent == best_dir and version.tags["trial"] == best["trial"]
     own = Path(best["run_dir"]) / "checkpoints" / ckpt.name
-    assert sha256_file(own / "manifest.json") == sha256_file(ckpt / "manifest.json") == version.sha256
+    assert sha256_file(own / "manifest.json") == sha256_file(ckpt / "manifest.json")
+    artifact = Path(version.artifact_uri)  # the registry's own copy, beside the store
+    assert artifact.parent.name == "swept" and (artifact / "model.safetensors").is_file()
+    assert sha256_file(artifact / "manifest.json") == version.sha256
     assert version.tags["sweep"] == "asha" and json.loads(version.tags["param.optim.lr"]) == best["params"]["optim.lr"]
-    assert version.metrics["val_loss"] == best["best"]
+    assert version.metrics["val_loss"] == pytest.approx(best["best"])  # the checkpoint's own
 
 
 def _records(run_dir: Path) -> list[dict]:

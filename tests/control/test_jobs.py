@@ -1,10 +1,13 @@
-"""Job queue: priorities, idempotency, leases that expire, retries with backoff, cancel, errors."""
+"""Job queue: priorities, idempotency, leases that expire, retries with backoff, cancel, errors.
+
+Every test runs on both store backends (SQLite and a throwaway PostgreSQL server: `store`).
+"""
 
 from __future__ import annotations
 
 import pytest
 
-from tengine.control import JobQueue, open_store
+from tengine.control import JobQueue
 from tengine.errors import Conflict, Invalid, NotFound
 
 
@@ -22,8 +25,8 @@ def clock():
 
 
 @pytest.fixture
-def q(clock):
-    return JobQueue(open_store("memory://"), clock=clock)
+def q(store, clock):
+    return JobQueue(store, clock=clock)
 
 
 def test_higher_priority_first_then_fifo(q):
@@ -53,10 +56,13 @@ def test_full_lifecycle_records_every_transition(q, clock):
 
 
 def test_expired_lease_requeues_and_the_old_runner_is_refused(q, clock):
-    job = q.submit("sleep")
+    job = q.submit("sleep", max_retries=1)
     q.claim("dead-runner", ttl_s=10)
     q.start(job.id, "dead-runner")
     clock.t += 11  # no heartbeat: the runner died
+    assert q.claim("new-runner", ttl_s=10) is None  # the lost attempt backs off like a failure
+    assert q.get(job.id).state == "PENDING" and "expired" in q.get(job.id).error
+    clock.t += 2.0
     again = q.claim("new-runner", ttl_s=10)
     assert again.id == job.id and again.attempts == 2 and again.lease_owner == "new-runner"
     with pytest.raises(Conflict, match="lease was lost"):
@@ -81,6 +87,35 @@ def test_failures_retry_with_backoff_then_fail(q, clock):
     final = q.fail(job.id, "r", "boom again")
     assert final.state == "FAILED" and final.attempts == 3 and final.error == "boom again"
     assert q.retry(job.id).state == "PENDING"
+
+
+def test_a_job_whose_runner_dies_every_attempt_ends_failed_with_the_reason(q, clock):
+    """Lease expiry counts as an attempt: a job that kills its runner (node OOM, a segfault)
+    is not requeued forever."""
+    job = q.submit("train", max_retries=2)
+    for attempt in range(1, 4):
+        assert q.claim(f"runner-{attempt}", ttl_s=10).attempts == attempt
+        q.start(job.id, f"runner-{attempt}")
+        clock.t += 11  # the runner died: no heartbeat, no fail
+        q.expire_leases()
+        clock.t += 10  # past the backoff
+    final = q.get(job.id)
+    assert final.state == "FAILED" and final.attempts == 3 and "lease of runner-3 expired" in final.error
+    reasons = [e["reason"] for e in q.events(job.id) if e["from_state"] == "RUNNING"]
+    assert reasons[:2] == ["attempt 1 of 3 lost; retry in 2 s", "attempt 2 of 3 lost; retry in 4 s"]
+    assert reasons[2] == "attempt 3 of 3 lost; no retries left (max_retries 2)"
+    assert q.claim("runner-4") is None
+
+
+def test_a_release_gives_the_attempt_back(q, clock):
+    job = q.submit("train", max_retries=0)
+    for _ in range(3):  # preempted three times: it still has its one attempt
+        q.claim("r")
+        q.start(job.id, "r")
+        released = q.release(job.id, "r", "preempted")
+        assert released.state == "PENDING" and released.attempts == 0
+    q.claim("r")
+    assert q.fail(job.id, "r", "boom").state == "FAILED"
 
 
 def test_a_runner_repeating_a_call_whose_reply_it_lost_changes_nothing(q, clock):

@@ -19,27 +19,26 @@ def _reg(**kw):
 
 
 @pytest.fixture
-def reg():
-    return ModelRegistry(open_store("memory://"), clock=iter(range(1000, 10_000)).__next__)
+def reg(store):
+    return ModelRegistry(store, clock=iter(range(1000, 10_000)).__next__)
 
 
-def _register_many(path: str, worker: int, n: int) -> None:
-    reg = ModelRegistry(open_store(f"sqlite:///{path}"))
+def _register_many(uri: str, worker: int, n: int) -> None:
+    reg = ModelRegistry(open_store(uri))
     for i in range(n):
         reg.register("shared", **_reg(tags={"worker": str(worker), "i": str(i)}))
 
 
-def test_concurrent_registrations_get_every_number_once(tmp_path):
-    db = tmp_path / "control" / "tengine.db"
-    open_store(f"sqlite:///{db}").close()  # create the schema once
+def test_concurrent_registrations_get_every_number_once(store, store_uri):
+    """8 processes × 50 registrations of one model: versions 1..400, no gap, no duplicate."""
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_register_many, args=(str(db), w, 50)) for w in range(8)]
+    procs = [ctx.Process(target=_register_many, args=(store_uri, w, 50)) for w in range(8)]
     for p in procs:
         p.start()
     for p in procs:
         p.join(timeout=300)
         assert p.exitcode == 0
-    versions = ModelRegistry(open_store(f"sqlite:///{db}")).list_models("shared")
+    versions = ModelRegistry(store).list_models("shared")
     assert [v.version for v in versions] == list(range(1, 401))
     per_worker = {}
     for v in versions:
@@ -58,6 +57,56 @@ def test_aliases_move_atomically_with_an_audit_trail(reg):
     assert history[0]["ts"] < history[1]["ts"]
     comparison = reg.compare_models("m", 1, "production")
     assert comparison["metrics"]["val_loss"]["delta"] == pytest.approx(-0.5)
+
+
+def test_a_conditional_alias_move_wins_once_and_the_loser_gets_a_conflict(store, store_uri):
+    """Two promotions racing from the same state (both read production → v1): exactly one
+    moves the alias, the other is refused, and the audit trail shows one move."""
+    reg = ModelRegistry(store)
+    for _ in range(3):
+        reg.register("m", **_reg())
+    reg.promote_model("m", 1)
+    ctx = mp.get_context("spawn")
+    results = ctx.Queue()
+    procs = [ctx.Process(target=_promote_if_at, args=(store_uri, target, 1, results))
+             for target in (2, 3)]
+    for p in procs:
+        p.start()
+    outcomes = sorted(results.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+    assert [o[0] for o in outcomes] == ["conflict", "moved"]
+    winner = next(v for kind, v in outcomes if kind == "moved")
+    assert reg.get("m", "production").version == winner
+    moves = reg.alias_history("m", "production")
+    assert [(h["from_version"], h["to_version"]) for h in moves] == [(None, 1), (1, winner)]
+    with pytest.raises(Conflict, match="points at v.*not v1 as expected"):
+        reg.promote_model("m", 2, expected_version=1)
+    with pytest.raises(Conflict, match="points at nothing"):
+        reg.set_alias("m", "staging", 2, expected_version=1)
+    assert "staging" in reg.set_alias("m", "staging", 2, expected_version=None).aliases
+
+
+def _promote_if_at(uri: str, target: int, expected: int, results) -> None:
+    reg = ModelRegistry(open_store(uri))
+    try:
+        reg.promote_model("m", target, expected_version=expected, by=f"p{target}")
+        results.put(("moved", target))
+    except Conflict:
+        results.put(("conflict", target))
+
+
+def test_requests_repeated_with_an_idempotency_key_change_nothing(reg):
+    first = reg.register("m", **_reg(), idempotency_key="upload-7")
+    again = reg.register("m", **_reg(size=5), idempotency_key="upload-7")
+    assert (first.version, again.version, again.size) == (1, 1, 123) and len(reg.list_models()) == 1
+    reg.register("m", **_reg())
+    reg.promote_model("m", 1, idempotency_key="promote-1")
+    reg.promote_model("m", 2)
+    reg.promote_model("m", 1, idempotency_key="promote-1")  # a stale repeat: no move back
+    assert reg.get("m", "production").version == 2 and len(reg.alias_history("m")) == 2
+    with pytest.raises(Conflict, match="was used for register"):
+        reg.set_alias("m", "staging", 1, idempotency_key="upload-7")
 
 
 def test_delete_and_retire_are_refused_while_an_alias_points_at_the_version(reg):

@@ -5,19 +5,29 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from tengine import connect
 from tengine.cluster.client import ControlClient
+from tengine.control.executors import TEST_EXECUTORS_ENV
 from tengine.control.runner import JobRunner
 from tengine.files import sha256_file
 from tests.conftest import REPO, TINY
+
+
+@pytest.fixture(autouse=True)
+def test_executors(monkeypatch):
+    """The `sleep` executor exists only with TENGINE_TEST_EXECUTORS=1 (in this process, and in
+    the `tengine jobs work` processes these tests start, which inherit it)."""
+    monkeypatch.setenv(TEST_EXECUTORS_ENV, "1")
 
 
 class LostReply(Exception):
@@ -80,6 +90,20 @@ def test_failures_retry_then_fail_and_unknown_types_say_so(tmp_path):
     assert "failed: disk full" in client.jobs.logs(boom.id)
 
 
+def test_sleep_runs_only_where_test_executors_are_on(tmp_path, monkeypatch):
+    """`sleep` appends to any file a submitter names: without TENGINE_TEST_EXECUTORS=1 in the
+    runner's process it is an unknown job type like any other."""
+    monkeypatch.delenv(TEST_EXECUTORS_ENV)
+    client = connect(store_uri=f"sqlite:///{tmp_path}/c.db")
+    record = tmp_path / "ran.txt"
+    job = client.jobs.submit("sleep", {"append_to": str(record)}, max_retries=0)
+    assert JobRunner(client, "r").run_one()
+    failed = client.jobs.get(job.id)
+    assert failed.state == "FAILED" and not record.exists()
+    assert failed.error.startswith("job type 'sleep' has no executor in this version (runnable: "
+                                   "evaluate, retrain, sweep, train)")
+
+
 def test_cancel_stops_the_work_and_is_not_retried(tmp_path):
     client = connect(store_uri=f"sqlite:///{tmp_path}/c.db")
     record = tmp_path / "ran.txt"
@@ -101,14 +125,14 @@ def test_cancel_stops_the_work_and_is_not_retried(tmp_path):
 def test_a_time_boxed_train_job_goes_back_to_the_queue_and_resumes_until_done(tmp_path):
     """`training.max_time`: each attempt trains ~2 s, checkpoints and exits 75; the runner gives
     the job back without using up a retry (max_retries 0), and the next attempt resumes."""
-    client = connect(store_uri=f"sqlite:///{tmp_path}/c.db")
+    client = connect(store_uri=f"sqlite:///{tmp_path}/c.db", allowed_imports=("tests",))
     from tengine.config import load_config
 
     cfg = load_config(REPO / "configs/quickstart.yaml", [
         *TINY, "training.max_steps=150", "training.max_time=2s", "checkpoint.every_n_steps=0",
         "model.name=tests.engine.helpers:slow_gpt", f"logging.root={tmp_path}/runs"])
     job = client.jobs.submit("train", {"config": cfg.model_dump(mode="json")}, max_retries=0)
-    runner = JobRunner(client, "r", heartbeat_s=0.2)
+    runner = JobRunner(client, "r", heartbeat_s=0.2, allowed_imports=("tests",))
     for _ in range(20):
         if client.jobs.get(job.id).state in ("SUCCEEDED", "FAILED"):
             break
@@ -139,39 +163,81 @@ def _submit_and_work(store: str, cwd, *submit: str):
     return client, job
 
 
-def test_cli_submits_a_train_job_that_a_local_worker_runs_and_registers_then_evaluates(tmp_path):
+def _work_once(store: str, *extra: str) -> None:
+    subprocess.run([sys.executable, "-m", "tengine", "jobs", "work", "--once", "--store", store,
+                    *extra], cwd=REPO, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_train_job_registers_a_copy_that_outlives_its_run_and_warm_starts_a_retrain(tmp_path):
+    """`tengine jobs submit … --register` trains and registers a copy of the checkpoint in the
+    registry's artifact root; the run dir deleted, the version still evaluates, to the metrics
+    it was registered with; a retrain with --init-from-parent starts where the parent ended; one
+    flipped byte in the artifact and every use refuses it."""
     store = f"sqlite:///{tmp_path}/control/tengine.db"
     sets = [a for s in [*TINY, "training.max_steps=20", "checkpoint.every_n_steps=10",
+                        "training.eval_every_n_steps=10", "training.micro_batch_size=32",
                         f"logging.root={tmp_path}/runs"] for a in ("--set", s)]
     tengine = [sys.executable, "-m", "tengine"]
     client, job = _submit_and_work(store, REPO, "configs/quickstart.yaml", *sets, "--register", "tiny")
     job_id = job.id
     assert job.result["summary"]["steps"] == 20 and job.result["model"]["version"] == 1
     model = client.registry.get("tiny", 1)
-    checkpoint = REPO / model.artifact_uri
-    assert checkpoint.name == "step_00000020" and model.job_id == job_id
-    assert model.sha256 == sha256_file(checkpoint / "manifest.json")
-    assert model.source_run == job.result["run_dir"] == f"{tmp_path}/runs/quickstart-{job_id}"
-    assert model.metrics["val_loss"] == pytest.approx(job.result["summary"]["val_loss"])
+    artifact = Path(model.artifact_uri)
+    assert artifact.parent == tmp_path / "control" / "artifacts" / "tiny"
+    # weights, config (the Markov source has no tokenizer to copy), no optimizer state
+    assert sorted(p.name for p in artifact.iterdir()) == ["config.yaml", "manifest.json",
+                                                          "model.safetensors"]
+    assert model.sha256 == sha256_file(artifact / "manifest.json") == artifact.name
+    assert Path(model.source_uri).name == "step_00000020" and model.step == 20
+    assert model.job_id == job_id and model.source_run == job.result["run_dir"]
+    checkpoint_metrics = json.loads((Path(model.source_uri) / "manifest.json").read_text())["metrics"]
+    assert model.metrics == checkpoint_metrics and "val_loss" in model.metrics
     wait = subprocess.run([*tengine, "jobs", "wait", job_id, "--store", store], cwd=REPO,
                           capture_output=True, text=True, timeout=60)
     assert wait.returncode == 0 and f"{job_id} SUCCEEDED" in wait.stdout
 
-    # evaluate the registered version: the same val_loss the run reported for that checkpoint
+    # the run dir is gone (retention, a fresh start's archiving, `make clean`): the version is not
+    shutil.rmtree(job.result["run_dir"])
     for bad, text in ((["--model", "tiny:7"], "has no version 7"), ([], "needs --model")):
         out = subprocess.run([*tengine, "jobs", "submit", "evaluate", *bad, "--store", store],
                              cwd=REPO, capture_output=True, text=True, timeout=60)
         assert out.returncode == 2 and text in out.stderr and len(client.jobs.list()) == 1
-    out = subprocess.run([*tengine, "jobs", "submit", "evaluate", "--model", "tiny:latest",
-                          "--store", store, "--json"], cwd=REPO, capture_output=True, text=True,
-                         timeout=60)
-    evaluation = json.loads(out.stdout)["id"]
-    subprocess.run([*tengine, "jobs", "work", "--once", "--store", store], cwd=REPO,
-                   capture_output=True, text=True, timeout=300)
-    done = client.jobs.get(evaluation)
-    assert done.state == "SUCCEEDED", (done.error, client.jobs.logs(evaluation)[-20:])
+    evaluation = client.jobs.submit("evaluate", {"model": "tiny", "ref": "latest"})
+    _work_once(store)
+    done = client.jobs.get(evaluation.id)
+    assert done.state == "SUCCEEDED", (done.error, client.jobs.logs(evaluation.id)[-20:])
     assert done.result["model"] == {"name": "tiny", "version": 1} and done.result["step"] == 20
-    assert done.result["metrics"]["val_loss"] == pytest.approx(job.result["summary"]["val_loss"], abs=1e-6)
+    assert done.result["metrics"]["val_loss"] == pytest.approx(model.metrics["val_loss"], abs=1e-6)
+
+    # a retrain warm-started from its parent: its first step's loss is the parent's last
+    client.registry.promote_model("tiny", 1)
+    retrain_sets = [a for s in [*TINY, "training.max_steps=3", "training.micro_batch_size=32",
+                                "schedule.warmup_steps=3", f"logging.root={tmp_path}/runs"]
+                    for a in ("--set", s)]
+    client, retrain = _submit_and_work(store, REPO, "configs/quickstart.yaml", *retrain_sets,
+                                       "--type", "retrain", "--register", "tiny", "--init-from-parent")
+    child = client.registry.get("tiny", 2)
+    assert child.parent_version == 1 and "warm start from tiny v1" in "\n".join(client.jobs.logs(retrain.id))
+    first = next(r for r in map(json.loads, (Path(retrain.result["run_dir"]) / "metrics.jsonl")
+                                .read_text().splitlines()) if r.get("split") == "train")
+    assert first["step"] == 1 and first["loss"] == pytest.approx(model.metrics["train_loss"], rel=0.02)
+
+    # one flipped byte: evaluate, a retrain's warm start and init_from all refuse the artifact
+    weights = artifact / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    refused = [client.jobs.submit("evaluate", {"model": "tiny", "ref": 1}),
+               client.jobs.submit("retrain", {**retrain.config, "parent_alias": "production"})]
+    _work_once(store)
+    _work_once(store)
+    for job in refused:
+        job = client.jobs.get(job.id)
+        assert job.state == "FAILED" and "sha256 mismatch" in job.error, (job.type, job.error)
+    train = subprocess.run([*tengine, "train", "configs/quickstart.yaml", *sets[:-2],
+                            "--set", f"model.init_from={artifact}", "--run-dir", str(tmp_path / "x")],
+                           cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert train.returncode != 0 and "sha256 mismatch" in train.stderr, train.stderr[-2000:]
 
 
 def _default_sigint() -> None:

@@ -18,7 +18,7 @@ from tengine.extras import BACKEND_PACKAGES
 from tests.conftest import REPO
 from tests.packaging.conftest import norm, wheel_metadata
 
-CORE = {"torch", "pydantic", "pyyaml", "tqdm", "safetensors", "matplotlib", "numpy"}
+CORE = {"torch", "pydantic", "pyyaml", "tqdm", "safetensors", "matplotlib", "numpy", "sqlalchemy"}
 EXTRAS = {
     "ray": {"ray", "accelerate", "croniter"},
     "deepspeed": {"deepspeed", "accelerate"},
@@ -26,6 +26,7 @@ EXTRAS = {
     "export": {"onnx", "onnxruntime", "onnxscript"},
     "tracking": {"wandb"},
     "sweep": {"optuna"},
+    "postgres": {"psycopg"},
     "dev": {"pytest", "pytest-timeout", "ruff", "nbclient", "nbformat", "ipykernel"},
 }
 

@@ -1,0 +1,44 @@
+"""Registering a checkpoint: pack it into the registry's artifact root, then record the version.
+
+    v = register_checkpoint(client.registry, "mymodel", Path(".../step_00000400"), pack=pack_fn,
+                            job_id=..., config_hash=..., tags={...})
+
+The registry owns what it registers: `pack` (tengine.engine.artifact.pack in a process with
+torch, or `tengine registry pack` as a child of a job runner, which imports no torch) copies the
+checkpoint's consolidated weights, the run's config and tokenizer into
+`<artifact root>/<name>/<sha256>/`, and the version records that copy, its sha256 and the
+metrics and step of that checkpoint. Deleting or archiving the run dir later changes nothing.
+Before any use (evaluate, init_from, a retrain's warm start) `use_version` checks the copy
+against the recorded sha256 and refuses a mismatch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tengine.files import verify_artifact
+
+Pack = Callable[[Path, Path, Path | None], dict[str, Any]]
+
+
+def register_checkpoint(registry: Any, name: str, checkpoint: Path, *, pack: Pack,
+                        run_dir: Path | None = None, **fields: Any):
+    """Pack `checkpoint` and register the copy as a new version of `name` (`fields`: job_id,
+    config_hash, source_run, parent_version, tags, idempotency_key)."""
+    from tengine.control.registry import check_name
+
+    check_name(name, "model name")  # before anything is written under the artifact root
+    root = Path(registry.artifact_root())
+    info = pack(Path(checkpoint), root / name, run_dir)
+    return registry.register(name, artifact_uri=info["artifact_uri"], sha256=info["sha256"],
+                             size=info["size"], metrics=info["metrics"], step=info["step"],
+                             source_uri=info["source_uri"], **fields)
+
+
+def use_version(version: Any) -> Path:
+    """The artifact directory of a registered version, after checking it still is what was
+    registered (raises ArtifactMismatch otherwise)."""
+    verify_artifact(Path(version.artifact_uri), version.sha256)
+    return Path(version.artifact_uri)

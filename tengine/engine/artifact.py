@@ -1,0 +1,109 @@
+"""A registry artifact: a run's checkpoint packed into a self-contained, immutable model directory.
+
+    info = pack(Path("runs/q/checkpoints/step_00000400"), Path("/registry/artifacts/mymodel"))
+    # → /registry/artifacts/mymodel/<sha256 of its manifest>/ with
+    #   model.safetensors   consolidated weights, one file, from any backend (single, ddp: copied;
+    #                       fsdp DCP shards, DeepSpeed ZeRO partitions: gathered to one rank)
+    #   config.yaml         the run's resolved config (backend single: the weights are one file)
+    #   tokenizer.json …    the run's saved tokenizer, where it has one
+    #   manifest.json       kind "model", step and metrics of *this* checkpoint, sha256/size of
+    #                       every file; its own sha256 is the version's identity
+
+No optimizer state: an artifact is for evaluation, export, serving and warm starts, not for
+resuming the run. The directory is named by its content hash, so packing the same checkpoint
+twice gives the same directory (the second is a no-op) and nothing in it is ever rewritten.
+It is written under a temporary name and renamed into place complete. A run dir's retention,
+its archiving on a fresh start or `make clean` cannot touch it. `tengine.files.verify_artifact`
+(no torch) checks one before every use.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from tengine.engine.checkpoint import MANIFEST, read_manifest, verify
+from tengine.errors import ArtifactMismatch, CheckpointError
+from tengine.files import sha256_file
+
+KIND = "model"
+WEIGHTS = "model.safetensors"
+
+
+def is_artifact(path: Path) -> bool:
+    manifest = Path(path) / MANIFEST
+    return manifest.is_file() and json.loads(manifest.read_text()).get("kind") == KIND
+
+
+def _weights(checkpoint: Path, out: Path) -> None:
+    """The checkpoint's weights as one safetensors file (tied tensors stored once)."""
+    if (checkpoint / WEIGHTS).is_file():  # single / ddp: already one unsharded file
+        shutil.copyfile(checkpoint / WEIGHTS, out)
+        return
+    from safetensors.torch import save_file
+
+    from tengine.engine.weights import load_weights
+
+    state, seen = {}, set()
+    for name, tensor in load_weights(checkpoint).items():
+        key = (tensor.data_ptr(), tuple(tensor.shape)) if tensor.numel() else (name,)
+        if key not in seen:  # a tied weight gathered as one tensor under two names
+            seen.add(key)
+            state[name] = tensor.contiguous()
+    save_file(state, str(out), metadata={"format": "pt"})
+
+
+def _config(run_dir: Path, checkpoint: Path, out: Path) -> None:
+    import yaml
+
+    source = run_dir / "config.yaml"
+    if not source.is_file():
+        raise CheckpointError(f"cannot pack {checkpoint}: its run dir {run_dir} has no config.yaml")
+    cfg = yaml.safe_load(source.read_text())
+    dist = cfg.setdefault("distributed", {})
+    dist.update(backend="single", workers=0)  # the packed weights are one unsharded file
+    cfg.get("model", {}).pop("init_from", None)  # the weights are these, not an init's
+    out.write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
+def pack(checkpoint: Path, into: Path, run_dir: Path | None = None) -> dict[str, Any]:
+    """Pack `checkpoint` (verified first) into `into/<sha256>/`; returns the registration's
+    fields: artifact_uri, sha256 (of its manifest), size, step, metrics, source_uri."""
+    from tengine.data.tokenizers import SAVED_FILES
+
+    checkpoint = Path(checkpoint).resolve()
+    if (problem := verify(checkpoint)) is not None:
+        raise ArtifactMismatch(f"cannot register {checkpoint}: {problem}")
+    run_dir = Path(run_dir) if run_dir else checkpoint.parent.parent
+    source = read_manifest(checkpoint)
+    into = Path(into)
+    tmp = into / f".tmp-{uuid.uuid4().hex}"
+    tmp.mkdir(parents=True)
+    try:
+        _weights(checkpoint, tmp / WEIGHTS)
+        _config(run_dir, checkpoint, tmp / "config.yaml")
+        for name in SAVED_FILES:
+            if (run_dir / name).is_file():
+                shutil.copyfile(run_dir / name, tmp / name)
+        files = {p.name: {"sha256": sha256_file(p), "size": p.stat().st_size}
+                 for p in sorted(tmp.iterdir())}
+        manifest = {"kind": KIND, "step": source["step"], "metrics": source.get("metrics", {}),
+                    "source": str(checkpoint), "created": source.get("created"), "files": files}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
+        digest = sha256_file(tmp / MANIFEST)
+        final = into / digest
+        if final.exists():  # this checkpoint was packed before: the same bytes
+            shutil.rmtree(tmp)
+            digest = sha256_file(final / MANIFEST)
+        else:
+            os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    size = sum(p.stat().st_size for p in final.iterdir())
+    return {"artifact_uri": str(final), "sha256": digest, "size": size, "step": source["step"],
+            "metrics": manifest["metrics"], "source_uri": str(checkpoint)}

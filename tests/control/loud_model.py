@@ -1,0 +1,13 @@
+"""A model factory that prints secrets the way careless user code does (tests/control/test_safety.py)."""
+
+from __future__ import annotations
+
+from tengine.models.gpt import GPT
+
+PRINTED = ("abc123wandbkey", "xyz789hftoken")
+
+
+def loud_gpt(vocab_size: int, max_seq_len: int) -> GPT:
+    print(f"WANDB_API_KEY={PRINTED[0]}", flush=True)
+    print(f"relaunch with: tengine-helper --hf-token {PRINTED[1]}", flush=True)
+    return GPT(vocab_size, 32, 1, 2, max_seq_len=max_seq_len)

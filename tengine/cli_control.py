@@ -327,7 +327,7 @@ def registry_pack(args):
     the registration's fields as JSON. Run by job runners, which import no torch themselves."""
     from tengine.engine.artifact import pack
 
-    info = pack(Path(args.checkpoint), Path(args.into), Path(args.run_dir) if args.run_dir else None)
+    info = pack(Path(args.checkpoint), args.into, Path(args.run_dir) if args.run_dir else None)
     print(json.dumps(info))
     return 0
 

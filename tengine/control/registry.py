@@ -104,7 +104,8 @@ class ModelRegistry:
         if root is None:
             raise Invalid("this control plane has no registry.artifact_root: start it with "
                           "`tengine control start --artifact-root DIR` (a directory every node "
-                          "sees, e.g. on shared storage)")
+                          "sees, e.g. on shared storage, or an object-store URI such as "
+                          "s3://bucket/tengine/artifacts)")
         return root
 
     def _setting(self, key: str) -> str | None:

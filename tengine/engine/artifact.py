@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -64,15 +65,30 @@ def _config(run_dir: Path, checkpoint: Path, out: Path) -> None:
     if not source.is_file():
         raise CheckpointError(f"cannot pack {checkpoint}: its run dir {run_dir} has no config.yaml")
     cfg = yaml.safe_load(source.read_text())
-    dist = cfg.setdefault("distributed", {})
-    dist.update(backend="single", workers=0)  # the packed weights are one unsharded file
+    # the packed weights are one unsharded file: one process, no backend settings (a ZeRO stage,
+    # offload, FSDP units) that a single-device run would reject
+    cfg["distributed"] = {"backend": "single", "workers": 0}
     cfg.get("model", {}).pop("init_from", None)  # the weights are these, not an init's
     out.write_text(yaml.safe_dump(cfg, sort_keys=False))
 
 
-def pack(checkpoint: Path, into: Path, run_dir: Path | None = None) -> dict[str, Any]:
-    """Pack `checkpoint` (verified first) into `into/<sha256>/`; returns the registration's
-    fields: artifact_uri, sha256 (of its manifest), size, step, metrics, source_uri."""
+def pack(checkpoint: Path, into: str | Path, run_dir: Path | None = None) -> dict[str, Any]:
+    """Pack `checkpoint` (verified first) into `into/<sha256>/` (a directory, or an object-store
+    URI: packed locally, then uploaded, manifest last); returns the registration's fields:
+    artifact_uri, sha256 (of its manifest), size, step, metrics, source_uri."""
+    from tengine.remote import exists, is_remote, upload_dir
+
+    if not is_remote(into):
+        return _pack(checkpoint, Path(into), run_dir)
+    with tempfile.TemporaryDirectory(prefix="tengine-pack-") as local:
+        info = _pack(checkpoint, Path(local), run_dir)
+        remote = f"{str(into).rstrip('/')}/{info['sha256']}"
+        if not exists(remote):  # content-addressed: packed and uploaded before, the same bytes
+            upload_dir(Path(info["artifact_uri"]), remote)
+    return {**info, "artifact_uri": remote}
+
+
+def _pack(checkpoint: Path, into: Path, run_dir: Path | None) -> dict[str, Any]:
     from tengine.data.tokenizers import SAVED_FILES
 
     checkpoint = Path(checkpoint).resolve()
@@ -80,7 +96,6 @@ def pack(checkpoint: Path, into: Path, run_dir: Path | None = None) -> dict[str,
         raise ArtifactMismatch(f"cannot register {checkpoint}: {problem}")
     run_dir = Path(run_dir) if run_dir else checkpoint.parent.parent
     source = read_manifest(checkpoint)
-    into = Path(into)
     tmp = into / f".tmp-{uuid.uuid4().hex}"
     tmp.mkdir(parents=True)
     try:

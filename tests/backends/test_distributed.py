@@ -235,7 +235,8 @@ def hf_reference(tmp_path_factory) -> Path:
 def test_an_hf_model_trains_the_same_curve_on_every_backend(tmp_path, hf_reference, backend):
     """HF GPT-2 on 2 gloo workers per backend = one process, per step; FSDP shards it by its
     `_no_split_modules` (GPT2Block). Then `model.init_from` the 2-rank checkpoint (each
-    backend's own format) in one process: the same weights give the run's own val_loss."""
+    backend's own format) in one process, and pack it as the registry does (one consolidated
+    safetensors file): the same weights give the run's own val_loss both ways."""
     sets = {"ddp": ["distributed.backend=ddp"], "fsdp": ["distributed.backend=fsdp"],
             "zero2": ["distributed.backend=deepspeed", "distributed.zero_stage=2"],
             "zero3": ["distributed.backend=deepspeed", "distributed.zero_stage=3"]}[backend]
@@ -252,6 +253,18 @@ def test_an_hf_model_trains_the_same_curve_on_every_backend(tmp_path, hf_referen
     init = json.loads((tmp_path / "init/summary.json").read_text())
     assert init["resumed_from"] is None and init["steps"] == 1
     assert abs(init["val_loss"] - summary["val_loss"]) <= 1e-5, (init["val_loss"], summary["val_loss"])
+
+    # what registering it copies: the weights consolidated to one safetensors file (tied ones
+    # once), config and tokenizer; evaluated in one process, the run's own val_loss again
+    from tengine.config import load_config
+    from tengine.engine import evaluate
+    from tengine.engine.artifact import pack
+
+    info = pack(Path(summary["last_checkpoint"]), tmp_path / "artifacts")
+    artifact = Path(info["artifact_uri"])
+    assert info["step"] == summary["steps"] and not list(artifact.glob("optim*"))
+    record = evaluate(load_config(artifact / "config.yaml"), artifact)
+    assert abs(record["val_loss"] - summary["val_loss"]) <= 1e-5, (record["val_loss"], summary["val_loss"])
 
 
 def test_ddp_find_unused_parameters_lets_a_model_with_an_idle_branch_train(tmp_path):

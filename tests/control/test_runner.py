@@ -147,6 +147,46 @@ def test_a_time_boxed_train_job_goes_back_to_the_queue_and_resumes_until_done(tm
     assert summary["resumed_from"] is not None
 
 
+RUN_ONE = """
+import sys
+from tengine import connect
+from tengine.control.runner import JobRunner
+client = connect(store_uri=sys.argv[1], allowed_imports=("tests",))
+JobRunner(client, sys.argv[2], ttl_s=2.0, heartbeat_s=0.2, allowed_imports=("tests",)).run_one()
+"""
+
+
+def test_a_job_that_sigkills_its_runner_every_attempt_ends_failed_after_its_retries(tmp_path):
+    """A real runner process per attempt; the job's train child SIGKILLs it (as a node's OOM
+    killer would). Each lost lease counts: FAILED after max_retries + 1 attempts, and the events
+    say why, instead of a job requeued forever."""
+    from tengine.config import load_config
+
+    store = f"sqlite:///{tmp_path}/c.db"
+    client = connect(store_uri=store, allowed_imports=("tests",))
+    cfg = load_config(REPO / "configs/quickstart.yaml", [
+        *TINY, "training.max_steps=5", "model.name=tests.control.loud_model:runner_killer",
+        f"logging.root={tmp_path}/runs"])
+    job = client.jobs.submit("train", {"config": cfg.model_dump(mode="json")}, max_retries=1)
+    for attempt in (1, 2):
+        runner = subprocess.run([sys.executable, "-c", RUN_ONE, store, f"runner-{attempt}"],
+                                cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert runner.returncode == -signal.SIGKILL, runner.stderr[-2000:]
+        assert client.jobs.get(job.id).state == "RUNNING"  # nobody reported: the runner is dead
+        time.sleep(2.1)  # the lease (2 s) runs out
+        client.jobs.expire_leases()  # what the control plane's tick does
+        if attempt == 1:
+            assert client.jobs.get(job.id).state == "PENDING"
+            time.sleep(2.0)  # the retry's backoff
+    final = client.jobs.get(job.id)
+    assert final.state == "FAILED" and final.attempts == 2, final
+    assert "the lease of runner-2 expired: the runner died" in final.error
+    reasons = [e["reason"] for e in client.jobs.events(job.id) if e["from_state"] == "RUNNING"]
+    assert reasons == ["attempt 1 of 2 lost; retry in 2 s",
+                       "attempt 2 of 2 lost; no retries left (max_retries 1)"]
+    assert client.jobs.claim("runner-3") is None
+
+
 def _submit_and_work(store: str, cwd, *submit: str):
     """`tengine jobs submit …` (in `cwd`), then `tengine jobs work --once`; the job SUCCEEDED."""
     tengine = [sys.executable, "-m", "tengine"]

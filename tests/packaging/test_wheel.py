@@ -20,14 +20,14 @@ from tests.packaging.conftest import norm, wheel_metadata
 
 CORE = {"torch", "pydantic", "pyyaml", "tqdm", "safetensors", "matplotlib", "numpy", "sqlalchemy"}
 EXTRAS = {
-    "ray": {"ray", "accelerate", "croniter"},
+    "ray": {"ray", "accelerate", "croniter", "pyarrow"},  # pyarrow.fs: storage, artifact roots
     "deepspeed": {"deepspeed", "accelerate"},
     "hf": {"transformers", "tokenizers", "datasets"},
     "export": {"onnx", "onnxruntime", "onnxscript"},
     "tracking": {"wandb"},
     "sweep": {"optuna"},
     "postgres": {"psycopg"},
-    "dev": {"pytest", "pytest-timeout", "ruff", "nbclient", "nbformat", "ipykernel"},
+    "dev": {"pytest", "pytest-timeout", "ruff", "nbclient", "nbformat", "ipykernel", "moto"},
 }
 
 

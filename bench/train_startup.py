@@ -10,11 +10,12 @@ script as a subprocess: `ray.init(address="local")`, a `TorchTrainer` of 2 worke
 time is everything tengine adds to a Ray Train run: its imports, config and preflight in the
 driver; in every worker the engine's imports (Accelerate; torch._dynamo, which any torch.optim
 optimizer imports), data and model building, DDP set-up, the step, the final evaluation,
-checkpoint, plots and summary. RAY_ADDRESS is unset for both (each starts its own local Ray)
-and Ray's defaults are kept: Ray Train's controller polls its workers every
-RAY_TRAIN_HEALTH_CHECK_INTERVAL_S (2 s), so a fit ends at the first poll after its workers
-return and A's extra time comes in steps of 2 s; `--fast-health-check` first measures both
-with the variable at 0.1 s as a second figure. `--warmup` A/B pairs run first and are not
+checkpoint, plots and summary. RAY_ADDRESS is unset for both (each starts its own local Ray).
+Ray Train's controller polls its workers every RAY_TRAIN_HEALTH_CHECK_INTERVAL_S and a fit ends
+at the first poll after its workers return: B keeps Ray's default (2 s), A tengine's own
+(0.5 s, set by `cluster/train.py` unless the variable is set), as each would run for a user;
+`--fast-health-check` first measures both with the variable at 0.1 s, which leaves only what
+tengine's own work costs. `--warmup` A/B pairs run first and are not
 counted (the first run reads its libraries from a cold file cache). Then runs alternate A/B
 `--repeats` times and the median of each side is compared.
 Last line: `startup_ratio=<A/B>` (target ≤ 1.2).

@@ -86,6 +86,20 @@ class PostgresServer:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.uri(name)
 
+    def add_password_role(self, name: str, password: str) -> None:
+        """A login role that must give its password (scram-sha-256 on the socket), with a
+        database of the same name it owns, for tests of credentials that come from the
+        environment or ~/.pgpass; the other roles keep trust."""
+        import psycopg
+
+        hba = self.data / "pg_hba.conf"
+        hba.write_text(f"local all {name} scram-sha-256\n" + hba.read_text())  # first match wins
+        self._run(server_bin("pg_ctl"), "-D", str(self.data), "reload")
+        with psycopg.connect(host=str(self.socket_dir), user=self.USER, dbname="postgres",
+                             autocommit=True) as conn:
+            conn.execute(f"CREATE ROLE {name} LOGIN PASSWORD '{password}'")
+            conn.execute(f'CREATE DATABASE "{name}" OWNER {name}')  # a database of its own
+
     def __enter__(self) -> PostgresServer:
         return self.start()
 

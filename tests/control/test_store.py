@@ -1,6 +1,6 @@
 """The store itself: a store written before the schema had versions is migrated with its data, a
 newer schema is refused, every store carries its identity, and PostgreSQL takes plain libpq URIs
-(a Unix-socket `?host=`, the user from the environment)."""
+(a Unix-socket `?host=`, the user from the environment, the password from ~/.pgpass)."""
 
 from __future__ import annotations
 
@@ -104,3 +104,21 @@ def test_a_password_never_reaches_errors_or_the_identity(postgres):
     with pytest.raises(StoreError) as err:
         open_store(uri)
     assert "s3cret" not in str(err.value) and ":***@" in str(err.value)
+
+
+def test_postgresql_takes_the_password_from_a_pgpass_file(postgres, tmp_path, monkeypatch):
+    postgres.add_password_role("alice", "s3cret-pw")
+    uri = f"postgresql://alice@/alice?host={postgres.socket_dir}"
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    monkeypatch.setenv("PGPASSFILE", str(tmp_path / "nothing"))
+    with pytest.raises(StoreError, match="cannot open the store"):
+        open_store(uri)  # the server wants a password and none is at hand
+    pgpass = tmp_path / "pgpass"
+    pgpass.write_text("*:*:*:alice:s3cret-pw\n")
+    pgpass.chmod(0o600)  # libpq ignores a pgpass others can read
+    monkeypatch.setenv("PGPASSFILE", str(pgpass))
+    store = open_store(uri)  # the URI as written: no password in it
+    try:
+        assert JobQueue(store).submit("train").state == "PENDING"
+    finally:
+        store.close()

@@ -49,7 +49,10 @@ def sweep_file(tmp_path: Path, **spec) -> str:
 
 def test_asha_stops_bad_trials_for_reasons_written_down_and_registers_the_best(ray_cpus, tmp_path, capsys):
     path = sweep_file(
-        tmp_path, name="asha", num_samples=8, max_concurrent=2,
+        # one trial at a time: ASHA's cutoffs depend on the order results reach a rung, which
+        # two concurrent trials make a race (3 stops instead of 4+ once in CI); in sequence it
+        # is fixed by the seeded search and the trials' deterministic curves
+        tmp_path, name="asha", num_samples=8, max_concurrent=1,
         overrides=[*TINY, "training.max_steps=60", "training.eval_every_n_steps=5",
                    "checkpoint.every_n_steps=0"],
         space={"optim.lr": {"loguniform": [1e-5, 1e-1]}}, search={"name": "random", "seed": 3},

@@ -52,6 +52,21 @@ def read_metrics(path: Path) -> list[dict]:
     return sorted(latest.values(), key=lambda r: (r.get("step", 0), r.get("split", "")))
 
 
+def mismatched_file(path: Path, files: dict[str, dict]) -> tuple[str, str] | None:
+    """The first file of a manifest's `files` (name → its sha256 and size) that is not as
+    recorded under `path`: (its name, why: "missing", "is N bytes, manifest says M
+    (truncated)" or "does not match its sha256 (corrupted)"); None when every one is."""
+    for rel, meta in files.items():
+        file = Path(path) / rel
+        if not file.is_file():
+            return rel, "missing"
+        if file.stat().st_size != meta["size"]:
+            return rel, f"is {file.stat().st_size} bytes, manifest says {meta['size']} (truncated)"
+        if sha256_file(file) != meta["sha256"]:
+            return rel, "does not match its sha256 (corrupted)"
+    return None
+
+
 def verify_artifact(path: Path, sha256: str | None = None) -> None:
     """Refuse a registry artifact (or checkpoint) that changed since it was registered: its
     manifest.json must hash to `sha256` (the registry's record) and every file must match the
@@ -65,10 +80,9 @@ def verify_artifact(path: Path, sha256: str | None = None) -> None:
     if sha256 is not None and (actual := sha256_file(manifest_file)) != sha256:
         raise ArtifactMismatch(f"{path}: sha256 mismatch: manifest.json hashes to {actual[:16]}…, "
                                f"the registry recorded {sha256[:16]}…; refusing to use it")
-    for rel, meta in json.loads(manifest_file.read_text()).get("files", {}).items():
-        file = path / rel
-        if not file.is_file():
-            raise ArtifactMismatch(f"{path}: {rel} is missing")
-        if file.stat().st_size != meta["size"] or sha256_file(file) != meta["sha256"]:
-            raise ArtifactMismatch(f"{path}: sha256 mismatch in {rel}: the file changed after it "
-                                   "was saved (corrupted or edited); refusing to use it")
+    bad = mismatched_file(path, json.loads(manifest_file.read_text()).get("files", {}))
+    if bad is not None and bad[1] == "missing":
+        raise ArtifactMismatch(f"{path}: {bad[0]} is missing")
+    if bad is not None:
+        raise ArtifactMismatch(f"{path}: sha256 mismatch in {bad[0]}: the file changed after it "
+                               "was saved (corrupted or edited); refusing to use it")

@@ -205,14 +205,7 @@ def run_sweep_job(ctx: JobContext) -> dict[str, Any]:
         cmd += ["--set", item]
     if ctx.address:
         cmd += ["--address", ctx.address]
-    lines: list[str] = []
-
-    def keep(*logged: str) -> None:  # the job log, and the report's JSON line for the result
-        lines.extend(logged)
-        ctx.log(*logged)
-
-    _run_child(dataclasses.replace(ctx, log=keep), cmd)
-    report = json.loads(next(line for line in reversed(lines) if line.startswith("{")))
+    report = _run_child_json(ctx, cmd)
     best = report.get("best") or {}
     result = {"sweep_dir": report["sweep_dir"], "trials": len(report["trials"]),
               "counts": report["counts"], "best": {k: best.get(k) for k in ("trial", "params", "best")}}
@@ -300,6 +293,18 @@ def _run_child(ctx: JobContext, cmd: list[str], grace_s: float = 10.0) -> None:
                         + (" | ".join(errors[-3:]) or " | ".join(list(tail)[-3:]) or "no output"))
 
 
+def _run_child_json(ctx: JobContext, cmd: list[str]) -> dict[str, Any]:
+    """`_run_child`, and the last JSON line the child printed (its result, after its log)."""
+    lines: list[str] = []
+
+    def keep(*logged: str) -> None:  # the job log, and the result's line
+        lines.extend(logged)
+        ctx.log(*logged)
+
+    _run_child(dataclasses.replace(ctx, log=keep), cmd)
+    return json.loads(next(line for line in reversed(lines) if line.startswith("{")))
+
+
 def _kill_group(proc: subprocess.Popen, grace_s: float) -> None:
     """SIGTERM the child's process group, SIGKILL what is left after `grace_s`."""
     for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 30.0)):
@@ -316,17 +321,10 @@ def _kill_group(proc: subprocess.Popen, grace_s: float) -> None:
 
 def _child_pack(ctx: JobContext):
     """`pack` for register_checkpoint, run as `tengine registry pack` (the runner has no torch)."""
-    def pack(checkpoint: Path, into: Path, run_dir: Path | None) -> dict[str, Any]:
-        lines: list[str] = []
-
-        def keep(*logged: str) -> None:
-            lines.extend(logged)
-            ctx.log(*logged)
-
-        cmd = [sys.executable, "-m", "tengine", "registry", "pack", str(checkpoint),
-               "--into", str(into), *(["--run-dir", str(run_dir)] if run_dir else [])]
-        _run_child(dataclasses.replace(ctx, log=keep), cmd)
-        return json.loads(next(line for line in reversed(lines) if line.startswith("{")))
+    def pack(checkpoint: Path, into: str | Path, run_dir: Path | None) -> dict[str, Any]:
+        return _run_child_json(ctx, [
+            sys.executable, "-m", "tengine", "registry", "pack", str(checkpoint), "--into",
+            str(into), *(["--run-dir", str(run_dir)] if run_dir else [])])
 
     return pack
 

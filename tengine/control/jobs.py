@@ -70,7 +70,7 @@ ANY_DUE = (select(C.id, case((_EXPIRED, 1), else_=0).label("expired"))
            .where(((C.state == PENDING) & (C.not_before <= bindparam("now")))
                   | ((C.state == LEASED) & (C.lease_owner == bindparam("runner"))) | _EXPIRED)
            .order_by(case((_EXPIRED, 0), else_=1)).limit(1))
-EXPIRED = select(jobs).where(C.state.in_((LEASED, RUNNING)), C.lease_expires < bindparam("now"))
+EXPIRED = select(jobs).where(_EXPIRED)
 # the runner's own earlier claim (its reply was lost) first, else the best ready job
 NEXT = (select(jobs).where(((C.state == LEASED) & (C.lease_owner == bindparam("runner")))
                            | ((C.state == PENDING) & (C.not_before <= bindparam("now"))))

@@ -223,8 +223,7 @@ class ModelRegistry:
             row = db.execute(VERSION, {"n": name, "v": version}).mappings().first()
         if row is None or row["status"] == "deleted":
             raise NotFound(f"model '{name}' has no version {version}")
-        return self._version(row, tuple(sorted((row["alias_list"] or "").split(",")) if
-                                        row["alias_list"] else ()))
+        return self._version(row)
 
     def list_models(self, name: str | None = None, *, status: str | None = "active",
                     tag: tuple[str, str] | None = None, alias: str | None = None) -> list[ModelVersion]:
@@ -290,13 +289,12 @@ class ModelRegistry:
         return version
 
     def _get_any(self, name: str, version: int) -> ModelVersion | None:
-        rows = self.store.read(select(model_versions).where(V.name == name, V.version == version))
+        rows = self.store.read(VERSION, {"n": name, "v": version})
         return self._version(rows[0]) if rows else None
 
     @staticmethod
     def _row(db, name: str, version: int):
-        row = db.execute(select(model_versions).where(V.name == name, V.version == version)
-                         ).mappings().first()
+        row = db.execute(VERSION, {"n": name, "v": version}).mappings().first()
         if row is None or row["status"] == "deleted":
             raise NotFound(f"model '{name}' has no version {version}")
         return row
@@ -308,11 +306,12 @@ class ModelRegistry:
             raise Conflict(f"cannot {action} {name} v{version}: alias(es) {', '.join(names)} "
                            "point at it; move them first")
 
-    def _version(self, row, aliases: tuple[str, ...] | None = None) -> ModelVersion:
+    @staticmethod
+    def _version(row, aliases: tuple[str, ...] | None = None) -> ModelVersion:
+        """A version from its row; its aliases given, else from the row's `alias_list` (a
+        row read with VERSION)."""
         if aliases is None:
-            aliases = tuple(r["alias"] for r in self.store.read(
-                select(A.alias).where(A.name == row["name"], A.version == row["version"])
-                .order_by(A.alias)))
+            aliases = tuple(sorted(row["alias_list"].split(","))) if row["alias_list"] else ()
         return ModelVersion(
             name=row["name"], version=row["version"], artifact_uri=row["artifact_uri"],
             sha256=row["sha256"], size=row["size"], metrics=json.loads(row["metrics"]),

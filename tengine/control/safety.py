@@ -57,7 +57,7 @@ def config_imports(cfg: dict[str, Any]) -> list[tuple[str, str]]:
     `cfg.model_dump(mode="json")`), e.g. [("model.name", "mypkg.models")]."""
     found = []
     for section, key in IMPORT_FIELDS:
-        value = (cfg.get(section) or {}).get(key) if isinstance(cfg.get(section), dict) else None
+        value = cfg[section].get(key) if isinstance(cfg.get(section), dict) else None
         if isinstance(value, str) and ":" in value:
             found.append((f"{section}.{key}", value.partition(":")[0]))
     return found

@@ -66,7 +66,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.pool import StaticPool
 
-from tengine.errors import Invalid, TengineError
+from tengine.errors import Conflict, Invalid, TengineError
 
 metadata = MetaData()
 # SQLite makes an INTEGER PRIMARY KEY an alias of its rowid (autoincrementing); BIGINT elsewhere
@@ -196,10 +196,11 @@ class Store:
         self.dialect = engine.dialect.name
         # SQLAlchemy connections are per thread; memory:// has one shared connection, so its
         # users take turns (a file or a server gives each thread its own connection)
-        self._local = threading.RLock() if isinstance(engine.pool, StaticPool) else None
+        shared = isinstance(engine.pool, StaticPool)
+        self._serial = threading.RLock() if shared else contextlib.nullcontext()
         # SQLite: this process's writers queue here, not in SQLite's busy handler (which sleeps
         # up to 100 ms between tries); other processes still wait for the file lock
-        self._writers = threading.Lock() if self.dialect == "sqlite" and self._local is None \
+        self._writers = threading.Lock() if self.dialect == "sqlite" and not shared \
             else contextlib.nullcontext()
         try:
             self._migrate()
@@ -207,17 +208,9 @@ class Store:
             raise StoreError(f"cannot open the store {redact_uri(uri)}: {err.orig}") from None
 
     @contextmanager
-    def _serial(self) -> Iterator[None]:
-        if self._local is None:
-            yield
-            return
-        with self._local:
-            yield
-
-    @contextmanager
     def transaction(self, durable: bool = True) -> Iterator[Connection]:
         """A write transaction, holding the store's write lock from its first statement."""
-        with self._serial(), self._writers, \
+        with self._serial, self._writers, \
                 self.engine.connect().execution_options(tengine_durable=durable) as db:
             with db.begin():  # SQLite: BEGIN IMMEDIATE (the `begin` event in `_sqlite`)
                 yield db
@@ -229,7 +222,7 @@ class Store:
         options = {"tengine_read": True}
         if self.dialect != "sqlite":
             options["isolation_level"] = "AUTOCOMMIT"
-        with self._serial(), self.engine.connect().execution_options(**options) as db:
+        with self._serial, self.engine.connect().execution_options(**options) as db:
             yield db
 
     def read(self, statement, params: dict[str, Any] | None = None) -> list[Any]:
@@ -260,24 +253,23 @@ class Store:
                 version = 0
             else:  # a new store: the newest schema at once
                 metadata.create_all(db)
-                version = SCHEMA_VERSION
-                db.execute(meta.insert(), [
-                    {"key": "identity", "value": json.dumps({
-                        "uri": redact_uri(self.uri), "id": uuid.uuid4().hex,
-                        "created": time.time()})},
-                    {"key": "schema_version", "value": str(version)}])
+                self._stamp(db)
+                return
             if version > SCHEMA_VERSION:
                 raise StoreError(f"the store {redact_uri(self.uri)} has schema version {version}, "
                                  f"newer than this tengine's {SCHEMA_VERSION}: upgrade tengine")
             if version < SCHEMA_VERSION:
                 for step in MIGRATIONS[version:]:
                     step(db)
-                db.execute(meta.delete().where(meta.c.key.in_(("schema_version", "identity"))))
-                db.execute(meta.insert(), [
-                    {"key": "schema_version", "value": str(SCHEMA_VERSION)},
-                    {"key": "identity", "value": json.dumps({
-                        "uri": redact_uri(self.uri), "id": uuid.uuid4().hex, "created": time.time(),
-                        "migrated_from": version})}])
+                self._stamp(db, migrated_from=version)
+
+    def _stamp(self, db: Connection, **extra: Any) -> None:
+        """The store's identity and schema version (a new store's, or after a migration)."""
+        db.execute(meta.delete().where(meta.c.key.in_(("schema_version", "identity"))))
+        identity = {"uri": redact_uri(self.uri), "id": uuid.uuid4().hex, "created": time.time(),
+                    **extra}
+        db.execute(meta.insert(), [{"key": "schema_version", "value": str(SCHEMA_VERSION)},
+                                   {"key": "identity", "value": json.dumps(identity)}])
 
 
 def redact_uri(uri: str) -> str:
@@ -384,8 +376,6 @@ def recall(db: Connection, key: str | None, operation: str) -> Any:
     if row is None:
         return None
     if row["operation"] != operation:
-        from tengine.errors import Conflict
-
         raise Conflict(f"idempotency key {key!r} was used for {row['operation']}, not {operation}")
     return json.loads(row["result"])
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from tengine.errors import CheckpointError
-from tengine.files import sha256_file
+from tengine.files import mismatched_file, sha256_file
 
 log = logging.getLogger("tengine")
 STEP_DIR = re.compile(r"^step_(\d{8,})$")
@@ -43,15 +43,11 @@ def verify(path: Path) -> str | None:
         manifest = json.loads(manifest_file.read_text())
     except (json.JSONDecodeError, OSError) as err:
         return f"unreadable manifest ({err})"
-    for rel, meta in manifest.get("files", {}).items():
-        file = path / rel
-        if not file.is_file():
-            return f"missing file {rel}"
-        if file.stat().st_size != meta["size"]:
-            return f"{rel} is {file.stat().st_size} bytes, manifest says {meta['size']} (truncated)"
-        if sha256_file(file) != meta["sha256"]:
-            return f"{rel} does not match its sha256 (corrupted)"
-    return None
+    bad = mismatched_file(path, manifest.get("files", {}))
+    if bad is None:
+        return None
+    rel, why = bad
+    return f"missing file {rel}" if why == "missing" else f"{rel} {why}"
 
 
 def _step_of(path: Path) -> int:

@@ -1,0 +1,184 @@
+"""Parity: every exported format against the PyTorch model, on real validation batches.
+
+    cases = make_cases(model_inputs_of_8_val_examples, text=True)   # b{1,3,8} × s{short,odd,max}
+    report = run_isolated(bundle_dir, "onnx", inputs_npz, out_npz, latency_iters=30)
+    stats = compare(reference, outputs, atol=1e-4, language_model=True)
+
+Each format runs in a fresh `python -I` process that executes the bundle's own inference.py
+with `tengine` made unimportable (`sys.modules["tengine"] = None`: any `import tengine…` raises
+ImportError), so a pass proves the bundle serves without tengine. Figures per case: max
+absolute error, max relative error (max |Δ| / max |reference|: a per-element ratio explodes on
+logits near zero), p99 absolute error, top-1 agreement (argmax over the last axis), and for
+language models the mean KL(reference ‖ exported) of the next-token distributions. A case passes
+when the shapes agree, everything is finite and the max absolute error is within `atol`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tengine.errors import TengineError
+
+BATCHES = (1, 3, 8)
+LATENCY_BATCHES = (1, 8)
+# runs inference.py as __main__ in a process where tengine cannot be imported
+BOOT = ("import os, runpy, sys; sys.modules['tengine'] = None; script = sys.argv[1]; "
+        "sys.argv = sys.argv[1:]; sys.path.insert(0, os.path.dirname(script)); "
+        "runpy.run_path(script, run_name='__main__')")
+
+
+def seq_lengths(longest: int) -> list[int]:
+    """A short length, an odd one, the maximum (distinct, each ≥ 1)."""
+    short = max(1, min(8, longest // 4))
+    odd = (longest // 2) | 1
+    return sorted({short, odd if odd < longest else max(1, longest - 2) | 1, longest})
+
+
+def make_cases(full: dict[str, torch.Tensor], text: bool) -> dict[str, dict[str, np.ndarray]]:
+    """Slices of one real batch (≥ 8 examples): `b{B}_s{L}` for text models (every input with a
+    sequence axis cut to L), `b{B}` for images; plus `latency_b1` / `latency_b8` at full length."""
+    n = next(iter(full.values())).shape[0]
+    if n < max(BATCHES):
+        full = {k: v.repeat(-(-max(BATCHES) // n), *[1] * (v.dim() - 1)) for k, v in full.items()}
+    seqs = seq_lengths(next(iter(full.values())).shape[1]) if text else [None]
+
+    def cut(b: int, length: int | None) -> dict[str, np.ndarray]:
+        return {k: (v[:b, :length] if text and v.dim() >= 2 else v[:b]).contiguous().numpy()
+                for k, v in full.items()}
+
+    cases = {f"b{b}" + (f"_s{s}" if text else ""): cut(b, s) for b in BATCHES for s in seqs}
+    cases.update({f"latency_b{b}": cut(b, None) for b in LATENCY_BATCHES})
+    return cases
+
+
+def save_cases(cases: dict[str, dict[str, np.ndarray]], path: Path) -> None:
+    np.savez(path, **{f"{case}__{name}": a for case, x in cases.items() for name, a in x.items()})
+
+
+def load_cases(path: Path) -> dict[str, dict[str, np.ndarray]]:
+    npz, cases = np.load(path), {}
+    for key in npz.files:
+        case, name = key.split("__", 1)
+        cases.setdefault(case, {})[name] = npz[key]
+    return cases
+
+
+def reference(module: torch.nn.Module, names: list[str],
+              cases: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    with torch.inference_mode():
+        return {case: module(*(torch.from_numpy(x[n]) for n in names)).float().numpy()
+                for case, x in cases.items() if not case.startswith("latency_")}
+
+
+def compare(ref: np.ndarray, out: np.ndarray, atol: float, language_model: bool) -> dict[str, Any]:
+    if ref.shape != out.shape:
+        return {"ok": False, "why": f"output shape {list(out.shape)}, PyTorch {list(ref.shape)}"}
+    out64, ref64 = out.astype(np.float64), ref.astype(np.float64)
+    diff = np.abs(out64 - ref64)
+    finite = bool(np.isfinite(out64).all())
+    stats: dict[str, Any] = {
+        "max_abs": float(diff.max()) if finite else float("inf"),
+        "max_rel": float(diff.max() / max(np.abs(ref64).max(), 1e-12)) if finite else float("inf"),
+        "p99_abs": float(np.percentile(diff, 99)) if finite else float("inf"),
+        "top1": float((out.argmax(-1) == ref.argmax(-1)).mean()),
+    }
+    if language_model:
+        def log_softmax(x: np.ndarray) -> np.ndarray:
+            x = x - x.max(-1, keepdims=True)
+            return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+        lp, lq = log_softmax(ref64), log_softmax(out64)
+        stats["kl"] = float((np.exp(lp) * (lp - lq)).sum(-1).mean()) if finite else float("inf")
+    stats["ok"] = finite and stats["max_abs"] <= atol
+    if not stats["ok"]:
+        stats["why"] = "non-finite outputs" if not finite else \
+            f"max abs error {stats['max_abs']:.3g} > {atol:g}"
+    return stats
+
+
+class IsolatedRunFailed(TengineError):
+    pass
+
+
+def run_isolated(bundle: Path, args: list[str], timeout_s: float = 900) -> dict[str, Any]:
+    """Run the bundle's inference.py with `args` in a fresh `python -I` process that cannot
+    import tengine; returns the JSON it printed last."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    env.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
+    proc = subprocess.run([sys.executable, "-I", "-c", BOOT, str(bundle / "inference.py"), *args],
+                          cwd=bundle, env=env, capture_output=True, text=True, timeout=timeout_s)
+    if proc.returncode != 0:
+        tail = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()][-1:] or ["no output"]
+        raise IsolatedRunFailed(f"inference.py {' '.join(args[:2])} exited {proc.returncode}: "
+                                f"{tail[0][:300]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def check_format(bundle: Path, fmt: str, inputs: Path, ref: dict[str, np.ndarray], atol: float,
+                 language_model: bool, latency_iters: int) -> dict[str, Any]:
+    """One runnable format: its outputs on every case (compared with `ref`) and its latency."""
+    out_file = bundle.parent / f".{bundle.name}-{fmt}-outputs.npz"
+    try:
+        report = run_isolated(bundle, ["--format", fmt, "--parity", str(inputs), str(out_file),
+                                       "--latency-iters", str(latency_iters)])
+        outputs = np.load(out_file)
+        cases = {c: compare(ref[c], outputs[c], atol, language_model) for c in ref}
+    finally:
+        out_file.unlink(missing_ok=True)
+    return {"ok": all(c["ok"] for c in cases.values()), "cases": cases,
+            "latency": report["latency"], "load_s": report["load_s"]}
+
+
+def check_weights(bundle: Path, file: str, state: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """A weights-only safetensors file, read in the isolated process: every tensor bit-equal to
+    the model's (shape, dtype, sha256 of its bytes)."""
+    import hashlib
+
+    seen = run_isolated(bundle, ["--weights", file])
+    bad = []
+    for name, t in state.items():
+        a = t.detach().contiguous().cpu().numpy()
+        expect = {"shape": list(a.shape), "dtype": str(a.dtype),
+                  "sha256": hashlib.sha256(a.tobytes()).hexdigest()}
+        if seen.get(name) != expect:
+            bad.append(name)
+    extra = sorted(set(seen) - set(state))
+    ok = not bad and not extra
+    why = None if ok else f"{len(bad)} tensors differ ({', '.join(bad[:3])})" if bad else \
+        f"unexpected tensors {', '.join(extra[:3])}"
+    return {"ok": ok, "tensors": len(seen), **({"why": why} if why else {})}
+
+
+def worst(cases: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The format's figures over all its cases (the worst of each)."""
+    vals = list(cases.values())
+    out = {"max_abs": max(c.get("max_abs", float("inf")) for c in vals),
+           "max_rel": max(c.get("max_rel", float("inf")) for c in vals),
+           "p99_abs": max(c.get("p99_abs", float("inf")) for c in vals),
+           "top1": min(c.get("top1", 0.0) for c in vals)}
+    if any("kl" in c for c in vals):
+        out["kl"] = max(c.get("kl", float("inf")) for c in vals)
+    return out
+
+
+def table(results: dict[str, dict[str, Any]]) -> str:
+    """The parity table: one row per format and case."""
+    rows = [("format", "case", "max_abs", "max_rel", "p99_abs", "top1", "kl", "result")]
+    for fmt, r in results.items():
+        for case, c in r.get("cases", {}).items():
+            rows.append((fmt, case, *(f"{c[k]:.2e}" if k in c else "-" for k in
+                                      ("max_abs", "max_rel", "p99_abs")),
+                         f"{c['top1']:.3f}" if "top1" in c else "-",
+                         f"{c['kl']:.1e}" if "kl" in c else "-",
+                         "ok" if c["ok"] else f"FAIL: {c.get('why', '')}"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=False)) + "  " + r[-1]
+                     for r in rows)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from tengine.errors import TengineError
+from tengine.export.runtime import cases_of, digest  # imports no tengine
 
 BATCHES = (1, 3, 8)
 LATENCY_BATCHES = (1, 8)
@@ -64,11 +65,7 @@ def save_cases(cases: dict[str, dict[str, np.ndarray]], path: Path) -> None:
 
 
 def load_cases(path: Path) -> dict[str, dict[str, np.ndarray]]:
-    npz, cases = np.load(path), {}
-    for key in npz.files:
-        case, name = key.split("__", 1)
-        cases.setdefault(case, {})[name] = npz[key]
-    return cases
+    return cases_of(np.load(path))  # the reader inference.py uses
 
 
 def reference(module: torch.nn.Module, names: list[str],
@@ -140,16 +137,8 @@ def check_format(bundle: Path, fmt: str, inputs: Path, ref: dict[str, np.ndarray
 def check_weights(bundle: Path, file: str, state: dict[str, torch.Tensor]) -> dict[str, Any]:
     """A weights-only safetensors file, read in the isolated process: every tensor bit-equal to
     the model's (shape, dtype, sha256 of its bytes)."""
-    import hashlib
-
     seen = run_isolated(bundle, ["--weights", file])
-    bad = []
-    for name, t in state.items():
-        a = t.detach().contiguous().cpu().numpy()
-        expect = {"shape": list(a.shape), "dtype": str(a.dtype),
-                  "sha256": hashlib.sha256(a.tobytes()).hexdigest()}
-        if seen.get(name) != expect:
-            bad.append(name)
+    bad = [name for name, t in state.items() if seen.get(name) != digest(t.detach().cpu().numpy())]
     extra = sorted(set(seen) - set(state))
     ok = not bad and not extra
     why = None if ok else f"{len(bad)} tensors differ ({', '.join(bad[:3])})" if bad else \

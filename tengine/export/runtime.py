@@ -161,7 +161,7 @@ def top_k(logits: np.ndarray, task: str, k: int) -> list[list[dict]]:
 
 
 # --- what tengine runs in a fresh process --------------------------------------------------------
-def _cases(npz) -> dict[str, dict]:
+def cases_of(npz) -> dict[str, dict]:
     """An inputs .npz holds `<case>__<input name>` arrays: {case: {name: array}}."""
     cases: dict[str, dict] = {}
     for key in npz.files:
@@ -176,7 +176,7 @@ def parity(fmt: str, inputs_file: str, out_file: str, latency_iters: int, bundle
     started = time.perf_counter()
     run = load(fmt, bundle)
     report = {"load_s": round(time.perf_counter() - started, 3), "latency": {}}
-    cases = _cases(np.load(inputs_file))
+    cases = cases_of(np.load(inputs_file))
     np.savez(out_file, **{case: run(x) for case, x in cases.items() if not case.startswith("latency_")})
     for case, x in cases.items():
         if case.startswith("latency_") and latency_iters:
@@ -201,9 +201,13 @@ def weights(file: str, bundle: Path = HERE) -> dict:
     """Each tensor of a safetensors file: shape, dtype and the sha256 of its bytes."""
     from safetensors.numpy import load_file
 
-    return {name: {"shape": list(a.shape), "dtype": str(a.dtype),
-                   "sha256": hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()}
-            for name, a in load_file(str(Path(bundle) / file)).items()}
+    return {name: digest(a) for name, a in load_file(str(Path(bundle) / file)).items()}
+
+
+def digest(a: np.ndarray) -> dict:
+    """A tensor's identity: shape, dtype, sha256 of its bytes."""
+    return {"shape": list(a.shape), "dtype": str(a.dtype),
+            "sha256": hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()}
 
 
 def main(argv: list[str] | None = None) -> int:

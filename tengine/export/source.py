@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tengine.engine.checkpoint import MANIFEST, STEP_DIR, read_manifest
+from tengine.engine.checkpoint import MANIFEST, CheckpointManager, read_manifest
 from tengine.errors import ConfigError
 
 
@@ -40,8 +40,7 @@ def _best_checkpoint(run_dir: Path) -> Path:
         for key in ("best_checkpoint", "last_checkpoint"):
             if s.get(key) and (Path(s[key]) / MANIFEST).is_file():
                 return Path(s[key])
-    steps = sorted(p for p in (run_dir / "checkpoints").glob("step_*")
-                   if STEP_DIR.match(p.name) and (p / MANIFEST).is_file())
+    steps = CheckpointManager(run_dir / "checkpoints").checkpoints()  # oldest first
     if not steps:
         raise ConfigError(f"export: the run dir {run_dir} has no checkpoint; train it first or "
                           "give a checkpoint directory")

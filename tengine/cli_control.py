@@ -6,7 +6,8 @@
     tengine jobs work [--once]                 # run queued jobs in this process (no Ray needed)
     tengine schedule add NAME --type train --config CFG (--cron "0 3 * * 1" --tz Europe/Berlin | --every 3600)
     tengine schedule list|enable|disable|rm ...
-    tengine registry list|show|alias|promote|compare|lineage|retire|rm ...
+    tengine registry list|show|bundles|alias|promote|compare|lineage|retire|rm ...
+    tengine jobs submit export --model NAME:REF [--formats safetensors,onnx]   # a bundle, attached
 
 Without `--address` (and no RAY_ADDRESS) the control plane runs in this process on the store
 `--store` (default `sqlite:///<abs runs>/control/tengine.db`); with one it is the cluster's
@@ -157,6 +158,8 @@ def jobs_submit(args):
         raise SystemExit("tengine: error: --init-from-parent is for --type retrain jobs")
     if (job_type or "train") == "evaluate":
         config.update(_evaluate_target(args))
+    if job_type == "export":
+        config.update(_export_target(args))
     resources = {"workers": args.workers or 0, "gpus_per_worker": args.gpus_per_worker or 0}
     job = _client(args).jobs.submit(job_type or "train", config, resources=resources,
                                     priority=args.priority, max_retries=args.max_retries,
@@ -186,6 +189,18 @@ def _evaluate_target(args) -> dict[str, Any]:
                           "manifest.json); give a <run dir>/checkpoints/step_XXXXXXXX directory")
         return {"checkpoint": str(path)}
     raise Invalid("an evaluate job needs --model NAME[:VERSION|ALIAS] or --checkpoint PATH")
+
+
+def _export_target(args) -> dict[str, Any]:
+    """What an export job exports: a registered model version (checked now), its formats."""
+    from tengine.errors import Invalid
+
+    if not args.model:
+        raise Invalid("an export job needs --model NAME[:VERSION|ALIAS] (a registered model)")
+    name, _, ref = args.model.partition(":")
+    _client(args).registry.get(name, _ref(ref or "latest"))  # unknown model/ref: exit 2 now
+    formats = [f.strip() for f in (args.formats or "").split(",") if f.strip()]
+    return {"model": name, "ref": _ref(ref or "latest"), **({"formats": formats} if formats else {})}
 
 
 def jobs_wait(args):
@@ -364,6 +379,12 @@ def registry_promote(args):
     return _out(args, v, shape=_model_row)
 
 
+def registry_bundles(args):
+    rows = _client(args).registry.list_bundles(args.name, _ref(args.ref) if args.ref else None)
+    return _out(args, rows, ["name", "version", "formats", "uri", "created"],
+                lambda b: {**b, "formats": ",".join(b["formats"]), "created": _when(b["created"])})
+
+
 def registry_compare(args):
     return _out(args, _client(args).registry.compare_models(args.name, _ref(args.a), _ref(args.b)))
 
@@ -429,8 +450,10 @@ def add_commands(sub) -> None:
     p.add_argument("--gpus-per-worker", type=float)
     p.add_argument("--register", metavar="NAME", help="register the trained model (a sweep: "
                    "its best trial's) under NAME")
-    p.add_argument("--model", metavar="NAME[:REF]", help="evaluate jobs: a registered model "
-                   "(REF: version, alias or latest, the default)")
+    p.add_argument("--model", metavar="NAME[:REF]", help="evaluate and export jobs: a "
+                   "registered model (REF: version, alias or latest, the default)")
+    p.add_argument("--formats", metavar="A,B", help="export jobs: formats of the bundle "
+                   "(default: the model's export.formats)")
     p.add_argument("--checkpoint", metavar="PATH", help="evaluate jobs: a checkpoint directory")
     p.add_argument("--init-from-parent", action="store_true", help="retrain jobs: start from "
                    "the parent version's weights (its registry artifact) instead of from scratch")
@@ -492,6 +515,9 @@ def add_commands(sub) -> None:
                        "version N now ('none': only if it does not exist yet), else exit with a "
                        "conflict: a compare-and-set for promotions that may race")
         p.add_argument("--key", help="idempotency key: a repeated request changes nothing")
+    p = cmd(reg, "bundles", registry_bundles, "export bundles attached to a model (or one "
+            "version)", "name")
+    p.add_argument("ref", nargs="?", help="a version, alias or latest (default: every version)")
     cmd(reg, "compare", registry_compare, "metric deltas between two versions", "name", "a", "b")
     cmd(reg, "lineage", registry_lineage, "a version and its ancestors", "name", "ref")
     cmd(reg, "retire", registry_retire, "retire a version", "name", "version")

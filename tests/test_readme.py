@@ -23,7 +23,8 @@ def test_readme_python_example_runs(tmp_path):
 
 def test_layers_below_the_cluster_never_import_ray():
     code = ("import sys, tengine, tengine.cli, tengine.engine, tengine.backends, tengine.data, "
-            "tengine.models, tengine.config, tengine.sweep, tengine.sweep.report; "
+            "tengine.models, tengine.config, tengine.sweep, tengine.sweep.report, "
+            "tengine.export.bundle, tengine.export.verify; "
             "bad = sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')); "
             "assert not bad, bad")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

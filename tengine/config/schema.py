@@ -366,11 +366,17 @@ class LoggingConfig(Section):
 
 
 class ExportConfig(Section):
-    formats: list[Literal["safetensors", "torchscript", "onnx"]] = Field(
-        default_factory=lambda: ["safetensors"], description="Formats of the export bundle."
+    formats: list[str] = Field(
+        default_factory=lambda: ["safetensors", "pt2", "onnx"],
+        description="Formats of `tengine export`'s bundle: safetensors (always included), pt2 "
+        "(torch.export), onnx, torchscript (legacy, opt-in), or any registered export format.",
     )
-    parity_atol: float = Field(1e-4, gt=0, description="Max abs difference allowed in parity checks.")
-    onnx_opset: int = Field(17, ge=11, le=23, description="ONNX opset version.")
+    parity_atol: float = Field(1e-4, gt=0, description="Max abs difference from PyTorch (fp32) "
+                               "allowed in parity checks.")
+    onnx_opset: int = Field(18, ge=11, le=23, description="ONNX opset of the dynamo exporter "
+                            "(18 is its native opset; an older one is converted down).")
+    latency_iters: int = Field(50, ge=0, description="Timed calls per format and batch size "
+                               "after warm-up (0: no latency figures).")
 
 
 class TengineConfig(Section):

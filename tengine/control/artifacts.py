@@ -72,3 +72,21 @@ def use_version(version: Any) -> Path:
 
 def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "tengine" / "artifacts")
+
+
+def attach_bundle(registry: Any, version: Any, bundle: Path, job_id: str | None = None) -> dict[str, Any]:
+    """Record a finished export bundle (a directory `tengine export` wrote: it passed every
+    check) on a registered version. The registry refuses a bundle exported from other weights
+    (its metadata's artifact sha256 is not the version's)."""
+    import json
+
+    from tengine.files import sha256_file
+
+    bundle = Path(bundle)
+    meta = json.loads((bundle / "metadata.json").read_text())
+    figures = {"parity": {f: p["worst"] for f, p in meta.get("parity", {}).items()},
+               "latency": meta.get("latency", {})}
+    return registry.attach_bundle(version.name, version.version, uri=str(bundle.resolve()),
+                                  sha256=sha256_file(bundle / "metadata.json"),
+                                  formats=list(meta["formats"]), figures=figures, job_id=job_id,
+                                  expected_sha256=meta["source"]["artifact_sha256"])

@@ -13,8 +13,8 @@ stops the training workers. The child also dies with the runner thread that star
 (Linux `PR_SET_PDEATHSIG`), so a dead runner leaves no training behind that a retry could race.
 `evaluate` runs `python -m tengine evaluate` the same way on a registered model version (or a
 checkpoint path). `sweep` runs `python -m tengine sweep` on the job's sweep file (resuming its
-own sweep dir when retried) and returns the best trial. `export` has no executor yet: such a
-job fails with a message that says so.
+own sweep dir when retried) and returns the best trial. `export` runs `python -m tengine export`
+on a registered version's artifact and attaches the bundle to that version.
 
 The child runs with TENGINE_ALLOWED_IMPORTS set to the job's allowed import prefixes (the
 runner's `allowed_imports`, else the defaults plus what the runner's own environment allows),
@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tengine.control.artifacts import register_checkpoint, use_version
+from tengine.control.artifacts import attach_bundle, register_checkpoint, use_version
 from tengine.control.jobs import Job
 from tengine.control.safety import ALLOWED_IMPORTS_ENV, allowed_imports, redact
 from tengine.errors import PREEMPTED_EXIT_CODE, NotFound, TengineError
@@ -190,6 +190,41 @@ def run_evaluate(ctx: JobContext) -> dict[str, Any]:
     ctx.log("evaluated " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if v is not None))
     return {"checkpoint": str(checkpoint), "step": record["step"], "metrics": metrics,
             **({"model": model} if model else {})}
+
+
+@EXECUTORS.register("export")
+def run_export(ctx: JobContext) -> dict[str, Any]:
+    """Export a registered version (`model`, `ref` default latest; its artifact's sha256 checked
+    first) with `tengine export` as a child, to `out` (default: `<artifact root>/<model>/bundles/
+    v<version>-<job id>`), optional `formats` (a list), and attach the bundle to the version.
+    A failed format fails the job: nothing is attached."""
+    conf = ctx.job.config
+    if not conf.get("model"):
+        raise JobFailed("an export job needs `model` (a registered model name); optional `ref` "
+                        "(version or alias, default latest), `formats`, `out`")
+    version = ctx.client.registry.get(conf["model"], conf.get("ref", "latest"))
+    artifact = use_version(version)  # refused if it changed since it was registered
+    out, force = conf.get("out"), False
+    if not out:
+        from tengine.remote import is_remote
+
+        root = ctx.client.registry.artifact_root()
+        if is_remote(root):
+            raise JobFailed(f"the artifact root {root} is an object store: give the export job "
+                            "an `out` directory for its bundle")
+        out, force = str(Path(root) / version.name / "bundles"
+                         / f"v{version.version}-{ctx.job.id}"), True  # a retry redoes its own
+    cmd = [sys.executable, "-m", "tengine", "export", str(artifact), "--out", out, "--json",
+           *(["--force"] if force else [])]
+    if conf.get("formats"):
+        cmd += ["--formats", ",".join(conf["formats"])]
+    report = _run_child_json(ctx, cmd)
+    attached = attach_bundle(ctx.client.registry, version, Path(report["bundle"]), ctx.job.id)
+    ctx.log(f"attached bundle {report['bundle']} ({', '.join(report['formats'])}) to "
+            f"{version.name} v{version.version}")
+    return {"bundle": report["bundle"], "formats": report["formats"], "parity": report["parity"],
+            "model": {"name": version.name, "version": version.version},
+            "attached": attached["sha256"]}
 
 
 @EXECUTORS.register("sweep")

@@ -34,6 +34,7 @@ from tengine.control.store import (
     Store,
     alias_events,
     aliases,
+    bundles,
     meta,
     model_versions,
     recall,
@@ -214,7 +215,46 @@ class ModelRegistry:
             db.execute(update(model_versions).where(V.name == name, V.version == version)
                        .values(status=status))
 
+    def attach_bundle(self, name: str, version: int, *, uri: str, sha256: str,
+                      formats: list[str], figures: dict[str, Any] | None = None,
+                      job_id: str | None = None, expected_sha256: str | None = None) -> dict[str, Any]:
+        """Record an export bundle of `name` v`version` (made by `tengine export`: it passed
+        every check before this is called). `expected_sha256`: the artifact sha256 the bundle
+        was exported from; refused unless it is this version's (a bundle of other weights).
+        Attaching the same bundle (uri and metadata sha256) again returns the first record."""
+        if not SHA256.match(sha256 or ""):
+            raise Invalid(f"sha256 {sha256!r} is not 64 lowercase hex digits")
+        with self.store.transaction() as db:
+            row = self._row(db, name, int(version))
+            if expected_sha256 is not None and expected_sha256 != row["sha256"]:
+                raise Conflict(f"the bundle was exported from artifact {expected_sha256[:12]}…, "
+                               f"not from {name} v{version} ({row['sha256'][:12]}…); export "
+                               f"that version (tengine export --model {name}:{version})")
+            B = bundles.c
+            same = db.execute(select(bundles).where(B.name == name, B.version == int(version),
+                                                    B.uri == uri, B.sha256 == sha256)).mappings().first()
+            if same is None:
+                db.execute(insert(bundles).values(
+                    name=name, version=int(version), uri=uri, sha256=sha256,
+                    formats=json.dumps(list(formats)), figures=json.dumps(figures or {}),
+                    job_id=job_id, created=self.clock()))
+        return self.list_bundles(name, int(version))[-1] if same is None else self._bundle(same)
+
     # --- reading -----------------------------------------------------------------------------
+    def list_bundles(self, name: str, version: int | str | None = None) -> list[dict[str, Any]]:
+        """The export bundles attached to `name` (one version: a number, alias or 'latest'),
+        oldest first."""
+        B = bundles.c
+        query = select(bundles).where(B.name == check_name(name, "model name")).order_by(B.id)
+        if version is not None:
+            query = query.where(B.version == self.get(name, version).version)
+        return [self._bundle(r) for r in self.store.read(query)]
+
+    @staticmethod
+    def _bundle(row) -> dict[str, Any]:
+        return {**{k: v for k, v in dict(row).items() if k not in ("id", "formats", "figures")},
+                "formats": json.loads(row["formats"]), "figures": json.loads(row["figures"])}
+
     def get(self, name: str, ref: int | str) -> ModelVersion:
         """A version by number, by alias, or 'latest' (newest active)."""
         check_name(name, "model name")

@@ -139,6 +139,15 @@ schedules = Table(
     # v2: fires missed by more than grace_s but less than this run once (misfire run_once)
     Column("misfire_window_s", Double),
 )
+# v3: export bundles attached to a model version (`tengine export --register`, export jobs)
+bundles = Table(
+    "bundles", metadata, _serial("id"),
+    Column("name", String(128), nullable=False), Column("version", Integer, nullable=False),
+    Column("uri", Text, nullable=False), Column("sha256", String(64), nullable=False),
+    Column("formats", Text, nullable=False), Column("figures", Text, nullable=False),
+    Column("job_id", String(64)), Column("created", Double, nullable=False),
+    Index("bundles_version", "name", "version"),
+)
 # a request repeated with the same key (its reply was lost) returns the first one's result
 idempotency = Table(
     "idempotency", metadata,
@@ -177,8 +186,13 @@ def _v1_to_v2(db: Connection) -> None:
     next(i for i in jobs.indexes if i.name == "jobs_seq").create(db, checkfirst=True)
 
 
+def _v2_to_v3(db: Connection) -> None:
+    """Export bundles attached to model versions."""
+    bundles.create(db, checkfirst=True)
+
+
 # MIGRATIONS[k] takes a store from version k to k + 1; a new store is created at SCHEMA_VERSION
-MIGRATIONS: list[Callable[[Connection], None]] = [_legacy_to_v1, _v1_to_v2]
+MIGRATIONS: list[Callable[[Connection], None]] = [_legacy_to_v1, _v1_to_v2, _v2_to_v3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

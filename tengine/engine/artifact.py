@@ -45,17 +45,21 @@ def _weights(checkpoint: Path, out: Path) -> None:
     if (checkpoint / WEIGHTS).is_file():  # single / ddp: already one unsharded file
         shutil.copyfile(checkpoint / WEIGHTS, out)
         return
-    from safetensors.torch import save_file
-
     from tengine.engine.weights import load_weights
 
-    state, seen = {}, set()
-    for name, tensor in load_weights(checkpoint).items():
+    _save_state(load_weights(checkpoint), out)
+
+
+def _save_state(state: dict, out: Path) -> None:
+    from safetensors.torch import save_file
+
+    kept, seen = {}, set()
+    for name, tensor in state.items():
         key = (tensor.data_ptr(), tuple(tensor.shape)) if tensor.numel() else (name,)
         if key not in seen:  # a tied weight gathered as one tensor under two names
             seen.add(key)
-            state[name] = tensor.contiguous()
-    save_file(state, str(out), metadata={"format": "pt"})
+            kept[name] = tensor.detach().cpu().contiguous()
+    save_file(kept, str(out), metadata={"format": "pt"})
 
 
 def _config(run_dir: Path, checkpoint: Path, out: Path) -> None:
@@ -89,25 +93,55 @@ def pack(checkpoint: Path, into: str | Path, run_dir: Path | None = None) -> dic
 
 
 def _pack(checkpoint: Path, into: Path, run_dir: Path | None) -> dict[str, Any]:
-    from tengine.data.tokenizers import SAVED_FILES
-
     checkpoint = Path(checkpoint).resolve()
     if (problem := verify(checkpoint)) is not None:
         raise ArtifactMismatch(f"cannot register {checkpoint}: {problem}")
     run_dir = Path(run_dir) if run_dir else checkpoint.parent.parent
     source = read_manifest(checkpoint)
+
+    def write(tmp: Path) -> None:
+        _weights(checkpoint, tmp / WEIGHTS)
+        _config(run_dir, checkpoint, tmp / "config.yaml")
+
+    return _seal(write, into, run_dir, source["step"], source.get("metrics", {}),
+                 str(checkpoint), source.get("created"))
+
+
+def pack_model(model, cfg, into: str | Path, step: int = 0, metrics: dict | None = None,
+               run_dir: Path | None = None) -> dict[str, Any]:
+    """An artifact from a model in memory and its resolved config (`TengineConfig`): what
+    `create_export_bundle` exports; `run_dir`: where its tokenizer files are, if any."""
+    import yaml
+
+    module = getattr(model, "module", model)  # DDP / DeepSpeed engine: the model inside
+
+    def write(tmp: Path) -> None:
+        _save_state(module.state_dict(), tmp / WEIGHTS)
+        raw = cfg.model_dump(mode="json")
+        raw["distributed"] = {"backend": "single", "workers": 0}
+        raw["model"].pop("init_from", None)
+        (tmp / "config.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+
+    return _seal(write, Path(into), run_dir, step, metrics or {}, "in-memory model", None)
+
+
+def _seal(write, into: Path, run_dir: Path | None, step: int, metrics: dict, source: str,
+          created: Any) -> dict[str, Any]:
+    """`write(tmp)` the weights and config into a temporary directory, add the run's tokenizer
+    files and the manifest, and rename it to `into/<sha256 of its manifest>`."""
+    from tengine.data.tokenizers import SAVED_FILES
+
     tmp = into / f".tmp-{uuid.uuid4().hex}"
     tmp.mkdir(parents=True)
     try:
-        _weights(checkpoint, tmp / WEIGHTS)
-        _config(run_dir, checkpoint, tmp / "config.yaml")
+        write(tmp)
         for name in SAVED_FILES:
-            if (run_dir / name).is_file():
+            if run_dir is not None and (run_dir / name).is_file():
                 shutil.copyfile(run_dir / name, tmp / name)
         files = {p.name: {"sha256": sha256_file(p), "size": p.stat().st_size}
                  for p in sorted(tmp.iterdir())}
-        manifest = {"kind": KIND, "step": source["step"], "metrics": source.get("metrics", {}),
-                    "source": str(checkpoint), "created": source.get("created"), "files": files}
+        manifest = {"kind": KIND, "step": step, "metrics": metrics, "source": source,
+                    "created": created, "files": files}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1))
         digest = sha256_file(tmp / MANIFEST)
         final = into / digest
@@ -120,5 +154,5 @@ def _pack(checkpoint: Path, into: Path, run_dir: Path | None) -> dict[str, Any]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     size = sum(p.stat().st_size for p in final.iterdir())
-    return {"artifact_uri": str(final), "sha256": digest, "size": size, "step": source["step"],
-            "metrics": manifest["metrics"], "source_uri": str(checkpoint)}
+    return {"artifact_uri": str(final), "sha256": digest, "size": size, "step": step,
+            "metrics": metrics, "source_uri": source}

@@ -83,7 +83,7 @@ def quiet():
     """The exporters' progress prints and warnings (torchvision kernels it skips, TorchScript's
     deprecation) are not the user's problem; failures still raise."""
     loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch._dynamo", "torch.export",
-                                              "torch._export", "onnxscript")]
+                                              "torch._export", "onnxscript", "onnx_ir")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.ERROR)
@@ -102,8 +102,16 @@ def safetensors_format(target: Target, out: Path) -> dict[str, Any]:
 
     metadata = {"format": "pt", "config_sha256": target.config_sha256}
     if target.hf_auto_class:  # the save_pretrained layout (its own tied-weight handling)
-        with quiet():
-            target.model.save_pretrained(str(out), safe_serialization=True)
+        from transformers.utils import logging as hf_logging
+
+        bars = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()  # "Writing model shards" on stderr
+        try:
+            with quiet():
+                target.model.save_pretrained(str(out), safe_serialization=True)
+        finally:
+            if bars:
+                hf_logging.enable_progress_bar()
         weights = out / "model.safetensors"
         if not weights.is_file():
             raise RuntimeError("save_pretrained wrote sharded weights; tengine bundles hold one "
@@ -129,13 +137,26 @@ def pt2_format(target: Target, out: Path) -> dict[str, Any]:
             "exporter": f"torch.export.export (torch {torch.__version__})"}
 
 
+# what a format needs beyond the core install: (module, extra), checked before any work
+REQUIRES: dict[str, tuple[tuple[str, str], ...]] = {
+    "onnx": (("onnx", "export"), ("onnxscript", "export"), ("onnxruntime", "export")),
+}
+
+
+def check_requirements(formats: list[str]) -> None:
+    """Each requested format's packages installed, or exit 2 naming the extra to install."""
+    from tengine.extras import require
+
+    for fmt in formats:
+        for module, extra in REQUIRES.get(fmt, ()):
+            require(module, extra, f"export format '{fmt}'",
+                    otherwise="leave it out: --formats safetensors,pt2")
+
+
 @FORMATS.register("onnx")
 def onnx_format(target: Target, out: Path) -> dict[str, Any]:
     import onnx
 
-    from tengine.extras import require
-
-    require("onnxscript", "export", "export.formats 'onnx'")
     before = set(out.iterdir())
     with quiet():
         torch.onnx.export(target.module, target.example, str(out / "model.onnx"), dynamo=True,

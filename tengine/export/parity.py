@@ -108,6 +108,7 @@ class IsolatedRunFailed(TengineError):
 def run_isolated(bundle: Path, args: list[str], timeout_s: float = 900) -> dict[str, Any]:
     """Run the bundle's inference.py with `args` in a fresh `python -I` process that cannot
     import tengine; returns the JSON it printed last."""
+    bundle = Path(bundle).resolve()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
     proc = subprocess.run([sys.executable, "-I", "-c", BOOT, str(bundle / "inference.py"), *args],
@@ -122,6 +123,7 @@ def run_isolated(bundle: Path, args: list[str], timeout_s: float = 900) -> dict[
 def check_format(bundle: Path, fmt: str, inputs: Path, ref: dict[str, np.ndarray], atol: float,
                  language_model: bool, latency_iters: int) -> dict[str, Any]:
     """One runnable format: its outputs on every case (compared with `ref`) and its latency."""
+    bundle, inputs = Path(bundle).resolve(), Path(inputs).resolve()
     out_file = bundle.parent / f".{bundle.name}-{fmt}-outputs.npz"
     try:
         report = run_isolated(bundle, ["--format", fmt, "--parity", str(inputs), str(out_file),
@@ -158,11 +160,23 @@ def worst(cases: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def table(results: dict[str, dict[str, Any]]) -> str:
-    """The parity table: one row per format and case."""
+def table(results: dict[str, dict[str, Any]], failures_only: bool = False) -> str:
+    """The parity table: one row per format and case (`failures_only`: the failed cases, and
+    one row for each format that passed them all)."""
     rows = [("format", "case", "max_abs", "max_rel", "p99_abs", "top1", "kl", "result")]
     for fmt, r in results.items():
+        if not r.get("cases"):  # it failed before any case ran (build, load)
+            rows.append((fmt, "-", "-", "-", "-", "-", "-", f"FAIL: {r.get('why', '')}"))
+            continue
+        if failures_only and r["ok"]:
+            w = worst(r["cases"])
+            rows.append((fmt, f"all {len(r['cases'])}", f"{w['max_abs']:.2e}", f"{w['max_rel']:.2e}",
+                         f"{w['p99_abs']:.2e}", f"{w['top1']:.3f}",
+                         f"{w['kl']:.1e}" if "kl" in w else "-", "ok"))
+            continue
         for case, c in r.get("cases", {}).items():
+            if failures_only and c["ok"]:
+                continue
             rows.append((fmt, case, *(f"{c[k]:.2e}" if k in c else "-" for k in
                                       ("max_abs", "max_rel", "p99_abs")),
                          f"{c['top1']:.3f}" if "top1" in c else "-",

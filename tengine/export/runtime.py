@@ -94,17 +94,25 @@ RUNTIMES: dict[str, Callable[[Path, dict], Runner]] = {
     "onnx": _onnx, "pt2": _pt2, "torchscript": _torchscript, "hf": _hf}
 
 
+PREFERRED = ("onnx", "pt2", "hf", "torchscript")  # the default: the lightest runtime first
+
+
 def load(fmt: str | None = None, bundle: Path = HERE) -> Runner:
-    """The model of format `fmt` (default: the first runnable one in metadata's `formats`)."""
+    """The model of format `fmt` (default: onnx, else pt2, else what the bundle has)."""
     bundle = Path(bundle)
     formats = metadata(bundle)["formats"]
-    runnable = [f for f, m in formats.items() if m.get("runtime") in RUNTIMES]
+    runnable = sorted((f for f, m in formats.items() if m.get("runtime") in RUNTIMES),
+                      key=lambda f: PREFERRED.index(formats[f]["runtime"]))
     fmt = fmt or (runnable[0] if runnable else None)
     if fmt not in runnable:
         raise SystemExit(f"format {fmt!r} is not runnable from this bundle; it has "
                          f"{', '.join(runnable) or 'no runnable format (weights only)'}")
     meta = formats[fmt]
-    return RUNTIMES[meta["runtime"]](bundle, meta)
+    try:
+        return RUNTIMES[meta["runtime"]](bundle, meta)
+    except ImportError as err:
+        raise SystemExit(f"format {fmt!r} needs {err.name}: pip install -r requirements.txt "
+                         f"(or choose another with --format: {', '.join(runnable)})") from None
 
 
 # --- inputs ------------------------------------------------------------------------------------

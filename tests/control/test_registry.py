@@ -133,6 +133,26 @@ def test_a_job_registers_its_model_once(reg):
     assert retrained.version == 3
 
 
+def test_bundles_attach_to_the_version_they_were_exported_from_once(reg):
+    v1 = reg.register("m", **_reg())
+    v2 = reg.register("m", **_reg(sha256="cd" * 32))
+    reg.set_alias("m", "production", 1)
+    first = reg.attach_bundle("m", 1, uri="/b/qs", sha256="ef" * 32, formats=["safetensors", "onnx"],
+                              figures={"parity": {"onnx": {"max_abs": 1e-7}}},
+                              expected_sha256=v1.sha256)
+    again = reg.attach_bundle("m", 1, uri="/b/qs", sha256="ef" * 32, formats=["safetensors", "onnx"],
+                              expected_sha256=v1.sha256)  # a repeated call: the same record
+    assert again == first and first["formats"] == ["safetensors", "onnx"]
+    assert first["figures"]["parity"]["onnx"]["max_abs"] == 1e-7
+    with pytest.raises(Conflict, match="not from m v2"):
+        reg.attach_bundle("m", 2, uri="/b/qs", sha256="ef" * 32, formats=["onnx"],
+                          expected_sha256=v1.sha256)
+    with pytest.raises(NotFound, match="no version 3"):
+        reg.attach_bundle("m", 3, uri="/b/x", sha256="ef" * 32, formats=["onnx"])
+    assert [b["uri"] for b in reg.list_bundles("m", "production")] == ["/b/qs"]
+    assert reg.list_bundles("m", v2.version) == [] and len(reg.list_bundles("m")) == 1
+
+
 def test_lineage_follows_parents(reg):
     reg.register("m", **_reg())
     reg.register("m", **_reg(parent_version=1))

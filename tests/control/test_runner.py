@@ -75,14 +75,14 @@ def test_every_job_runs_exactly_once_although_replies_get_lost(tmp_path):
     assert {client.jobs.get(j.id).attempts for j in jobs} == {1}
 
 
-def test_failures_retry_then_fail_and_unknown_types_say_so(tmp_path):
+def test_failures_retry_then_fail_and_a_job_missing_its_fields_says_so(tmp_path):
     client = connect(store_uri=f"sqlite:///{tmp_path}/c.db")
     runner = JobRunner(client, "r")
     boom = client.jobs.submit("sleep", {"fail": "disk full"}, max_retries=1)
     export = client.jobs.submit("export", {})
     assert runner.run_one() and runner.run_one()
     assert client.jobs.get(boom.id).state == "PENDING"  # retry after a 2 s backoff
-    assert "has no executor in this version (runnable: evaluate, retrain, sleep, sweep, train)" in client.jobs.get(export.id).error
+    assert client.jobs.get(export.id).error.startswith("an export job needs `model`")
     time.sleep(2.1)
     assert runner.run_one()
     failed = client.jobs.get(boom.id)
@@ -101,7 +101,7 @@ def test_sleep_runs_only_where_test_executors_are_on(tmp_path, monkeypatch):
     failed = client.jobs.get(job.id)
     assert failed.state == "FAILED" and not record.exists()
     assert failed.error.startswith("job type 'sleep' has no executor in this version (runnable: "
-                                   "evaluate, retrain, sweep, train)")
+                                   "evaluate, export, retrain, sweep, train)")
 
 
 def test_cancel_stops_the_work_and_is_not_retried(tmp_path):

@@ -61,6 +61,7 @@ def test_a_store_from_before_schema_versions_is_migrated_with_everything_in_it(t
     assert [h["reason"] for h in registry.alias_history("m")] == ["first"]
     assert registry.register("m", artifact_uri="/b", sha256="cd" * 32, size=1).version == 2
     assert queue.submit("train").id != "job-1" and len(queue.list()) == 2
+    assert registry.attach_bundle("m", 1, uri="/b1", sha256="ef" * 32, formats=["onnx"])["uri"] == "/b1"
     assert store.scalar(meta.select().with_only_columns(meta.c.value).where(
         meta.c.key == "schema_version")) == str(SCHEMA_VERSION)
     assert store.identity["migrated_from"] == 0

@@ -44,18 +44,21 @@ def cmd_export(args: argparse.Namespace) -> int:
                           "`tengine export verify BUNDLE` checks a bundle")
     if bool(args.source) == bool(args.model):
         raise ConfigError("export: give a run dir, a checkpoint or an artifact, or --model NAME:REF")
+    register = _split(args.register, "--register") if args.register else None
     version = None
     if args.model:
         name, ref = _split(args.model, "--model")
         version = _client(args).registry.get(name, ref or "latest")
     formats = [f.strip() for f in args.formats.split(",") if f.strip()] if args.formats else None
     say = (lambda *a: None) if args.json else print
+    _stop_cleanly_on_sigterm()
     with resolve(args.source[0] if args.source else None, version) as src:
+        target = _register_target(args, register, src, version) if register else None
         out = Path(args.out or Path("bundles") / f"{src.name}-step_{src.step}")
         result = build_bundle(src, out, formats, atol=args.atol, opset=args.opset,
                               latency_iters=args.latency_iters, force=args.force, progress=say)
-        if args.register:
-            result["registered"] = _attach(args, src, version, result)
+        if register:
+            result["registered"] = _attach(target, register[0], src, Path(result["bundle"]))
     summary = {"bundle": result["bundle"], "formats": list(result["formats"]),
                "parity": {f: p["worst"] for f, p in result["parity"].items()},
                "latency": result["latency"], **({"registered": result["registered"]}
@@ -70,11 +73,24 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _attach(args: argparse.Namespace, src, version, result: dict[str, Any]) -> dict[str, Any]:
-    """--register NAME[:VERSION]: attach the bundle to that version (it must be the one the
-    bundle was exported from); NAME alone: the --model version, else the exported checkpoint
-    registered as a new version of NAME."""
-    name, ref = _split(args.register, "--register")
+def _stop_cleanly_on_sigterm() -> None:
+    """SIGTERM (a cancelled export job, `kill`) unwinds like Ctrl-C: the temporary bundle and
+    the packed source are removed on the way out."""
+    import signal
+    import sys
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
+def _register_target(args: argparse.Namespace, register: tuple[str, str | None], src,
+                     version) -> tuple[Any, Any]:
+    """--register NAME[:VERSION], checked before any work: (the registry, the version to attach
+    to, or None: the exported checkpoint is registered as a new version after the export).
+    NAME alone means the --model version when NAME is its model."""
+    from tengine.errors import Conflict
+    from tengine.files import sha256_file
+
+    name, ref = register
     registry = _client(args).registry
     if ref is None and version is not None and version.name == name:
         ref = version.version
@@ -82,15 +98,27 @@ def _attach(args: argparse.Namespace, src, version, result: dict[str, Any]) -> d
         if src.origin.get("kind") != "checkpoint":
             raise ConfigError(f"--register {name}: give the version to attach to (NAME:VERSION); "
                               "only a checkpoint or run is registered as a new version")
-        from tengine.control.artifacts import register_checkpoint
+        return registry, None
+    target = registry.get(name, int(ref) if str(ref).isdigit() else ref)
+    exported = sha256_file(src.artifact / "manifest.json")
+    if exported != target.sha256:
+        raise Conflict(f"--register {name}:{ref}: this export is of artifact {exported[:12]}…, not "
+                       f"of {name} v{target.version} ({target.sha256[:12]}…); export that version "
+                       f"(--model {name}:{target.version}) or register this one (--register {name})")
+    return registry, target
+
+
+def _attach(target: tuple[Any, Any], name: str, src, bundle: Path) -> dict[str, Any]:
+    from tengine.control.artifacts import attach_bundle, register_checkpoint
+
+    registry, version = target
+    if version is None:  # the exported checkpoint, as a new version of `name`
         from tengine.engine.artifact import pack
 
-        ref = register_checkpoint(registry, name, Path(src.origin["path"]), pack=pack,
-                                  run_dir=Path(src.origin["run_dir"]),
-                                  source_run=src.origin["run_dir"]).version
-    from tengine.control.artifacts import attach_bundle
-
-    return attach_bundle(registry, registry.get(name, ref), Path(result["bundle"]))
+        version = register_checkpoint(registry, name, Path(src.origin["path"]), pack=pack,
+                                      run_dir=Path(src.origin["run_dir"]),
+                                      source_run=src.origin["run_dir"])
+    return attach_bundle(registry, version, bundle)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

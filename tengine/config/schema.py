@@ -366,10 +366,10 @@ class LoggingConfig(Section):
 
 
 class ExportConfig(Section):
-    formats: list[str] = Field(
+    formats: list[Literal["safetensors", "pt2", "onnx", "torchscript"]] = Field(
         default_factory=lambda: ["safetensors", "pt2", "onnx"],
         description="Formats of `tengine export`'s bundle: safetensors (always included), pt2 "
-        "(torch.export), onnx, torchscript (legacy, opt-in), or any registered export format.",
+        "(torch.export), onnx, torchscript (legacy, opt-in).",
     )
     parity_atol: float = Field(1e-4, gt=0, description="Max abs difference from PyTorch (fp32) "
                                "allowed in parity checks.")

@@ -221,7 +221,8 @@ class ModelRegistry:
         """Record an export bundle of `name` v`version` (made by `tengine export`: it passed
         every check before this is called). `expected_sha256`: the artifact sha256 the bundle
         was exported from; refused unless it is this version's (a bundle of other weights).
-        Attaching the same bundle (uri and metadata sha256) again returns the first record."""
+        One record per (version, uri): a bundle exported again to the same place (--force, a
+        retried export job) replaces its record."""
         if not SHA256.match(sha256 or ""):
             raise Invalid(f"sha256 {sha256!r} is not 64 lowercase hex digits")
         with self.store.transaction() as db:
@@ -231,14 +232,18 @@ class ModelRegistry:
                                f"not from {name} v{version} ({row['sha256'][:12]}…); export "
                                f"that version (tengine export --model {name}:{version})")
             B = bundles.c
-            same = db.execute(select(bundles).where(B.name == name, B.version == int(version),
-                                                    B.uri == uri, B.sha256 == sha256)).mappings().first()
+            here = (B.name == name, B.version == int(version), B.uri == uri)
+            same = db.execute(select(bundles).where(*here)).mappings().first()
+            if same is not None and same["sha256"] == sha256:
+                return self._bundle(same)  # a repeated call (its reply was lost)
+            values = {"sha256": sha256, "formats": json.dumps(list(formats)),
+                      "figures": json.dumps(figures or {}), "job_id": job_id,
+                      "created": self.clock()}
             if same is None:
-                db.execute(insert(bundles).values(
-                    name=name, version=int(version), uri=uri, sha256=sha256,
-                    formats=json.dumps(list(formats)), figures=json.dumps(figures or {}),
-                    job_id=job_id, created=self.clock()))
-        return self.list_bundles(name, int(version))[-1] if same is None else self._bundle(same)
+                db.execute(insert(bundles).values(name=name, version=int(version), uri=uri, **values))
+            else:  # the bundle at this uri was replaced
+                db.execute(update(bundles).where(*here).values(**values))
+            return self._bundle(db.execute(select(bundles).where(*here)).mappings().one())
 
     # --- reading -----------------------------------------------------------------------------
     def list_bundles(self, name: str, version: int | str | None = None) -> list[dict[str, Any]]:

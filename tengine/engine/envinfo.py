@@ -25,7 +25,7 @@ ENV_NAMES = ("PYTHONHASHSEED", "PYTHONPATH", "MASTER_ADDR", "MASTER_PORT", "WORL
              "LOCAL_RANK", "LOCAL_WORLD_SIZE", "NODE_RANK")
 
 
-def _version(pkg: str) -> str | None:
+def package_version(pkg: str) -> str | None:
     try:
         return importlib.metadata.version(pkg)
     except importlib.metadata.PackageNotFoundError:
@@ -47,7 +47,7 @@ def environment() -> dict:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "hostname": platform.node(),
-        "packages": {p: _version(p) for p in PACKAGES},
+        "packages": {p: package_version(p) for p in PACKAGES},
         "cuda": torch.version.cuda if cuda else None,
         "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else ["cpu"],
         "cpu_count": torch.get_num_threads(),

@@ -61,6 +61,6 @@ def create_export_bundle(model, config, task_spec=None, training_config=None,
     with tempfile.TemporaryDirectory(prefix="tengine-export-model-") as tmp:
         info = pack_model(model, cfg, Path(tmp), step=step, run_dir=options.pop("run_dir", None))
         with resolve(info["artifact_uri"]) as src:
-            src.name = cfg.name
+            src.name, src.origin = cfg.name, {"kind": "in-memory model", "name": cfg.name}
             out = Path(export_base_dir) / f"{cfg.name}-step_{step}"
             return Path(build_bundle(src, out, **options)["bundle"])

@@ -26,7 +26,6 @@ import sys
 import time
 import uuid
 from datetime import datetime, timezone
-from importlib import metadata as dist
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +50,7 @@ from tengine.files import sha256_file
 BUNDLE_VERSION = 1
 INPUTS_FILE = "parity_inputs.npz"
 METADATA = "metadata.json"
+METADATA_SHA256 = "metadata.sha256"  # metadata.json's own hash: it lists every other file's
 RUNTIME_FILE = Path(__file__).with_name("runtime.py")
 Cases = dict[str, dict[str, np.ndarray]]
 
@@ -64,15 +64,12 @@ class ExportFailed(TengineError):
 
 
 def versions() -> dict[str, str | None]:
-    def version(name: str) -> str | None:
-        try:
-            return dist.version(name)
-        except dist.PackageNotFoundError:
-            return None
+    from tengine.engine.envinfo import package_version
 
     return {"python": sys.version.split()[0], "torch": torch.__version__,
-            **{n: version(n) for n in ("tengine", "numpy", "safetensors", "onnx", "onnxruntime",
-                                       "onnxscript", "transformers", "tokenizers")}}
+            **{n: package_version(n) for n in ("tengine", "numpy", "safetensors", "onnx",
+                                               "onnxruntime", "onnxscript", "transformers",
+                                               "tokenizers")}}
 
 
 def health_checks(exp: Exported) -> dict[str, dict[str, Any]]:
@@ -111,9 +108,9 @@ def build_bundle(src: Source, out: Path, formats: list[str] | None = None,
     for f in formats or ():
         FORMATS.get(f)  # an unknown name fails before any work, with the known ones
     out = Path(out).resolve()  # the isolated runs work in the bundle's own directory
-    if out.exists() and not force:
-        raise ConfigError(f"export: '{out}' already exists; give another --out, or --force to "
-                          "replace it")
+    if out.exists() and not (force and out.is_dir()):
+        raise ConfigError(f"export: '{out}' already exists; give another --out"
+                          + (", or --force to replace it" if out.is_dir() else " (it is a file)"))
     started = time.perf_counter()
     exp = load(src.artifact)
     conf = exp.cfg.export
@@ -139,7 +136,7 @@ def build_bundle(src: Source, out: Path, formats: list[str] | None = None,
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
-        _prepare(tmp, src, cases)
+        _prepare(tmp, src, exp, cases)
         built, results = _build_formats(target, tmp, formats, progress)
         ref = parity.reference(target.module, exp.names, cases)
         meta = _metadata(src, exp, built, ref, atol, opset, health)
@@ -159,16 +156,32 @@ def build_bundle(src: Source, out: Path, formats: list[str] | None = None,
         meta["files"] = {p.name: {"sha256": sha256_file(p), "size": p.stat().st_size}
                          for p in sorted(tmp.iterdir()) if p.name != METADATA}
         _write_json(tmp / METADATA, meta)
+        (tmp / METADATA_SHA256).write_text(f"{sha256_file(tmp / METADATA)}  {METADATA}\n")
         _readable(tmp)
-        if out.exists():  # --force: the old bundle goes only now that the new one passed
-            shutil.rmtree(out)
-        tmp.rename(out)
+        _put_in_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     progress(parity.table(results))
     progress(documents.latency_table(meta["latency"]))
     return {**meta, "bundle": str(out.resolve())}
+
+
+def _put_in_place(tmp: Path, out: Path) -> None:
+    """Rename the finished bundle to `out`; an old bundle there (--force) is renamed aside
+    first and removed only once the new one is in place."""
+    old = None
+    if out.exists():
+        old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+        out.rename(old)
+    try:
+        tmp.rename(out)
+    except BaseException:
+        if old is not None:
+            old.rename(out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _weights(artifact: Path) -> dict[str, torch.Tensor]:
@@ -180,12 +193,14 @@ def _weights(artifact: Path) -> dict[str, torch.Tensor]:
     return load_file(str(artifact / WEIGHTS))
 
 
-def _prepare(tmp: Path, src: Source, cases: Cases) -> None:
+def _prepare(tmp: Path, src: Source, exp: Exported, cases: Cases) -> None:
     from tengine.data.tokenizers import SAVED_FILES
 
     for name in ("config.yaml", *SAVED_FILES):
         if (src.artifact / name).is_file():
             shutil.copyfile(src.artifact / name, tmp / name)
+    if exp.tokenizer and exp.tokenizer.get("file") and not (tmp / exp.tokenizer["file"]).is_file():
+        exp.tokenizer_object.save(tmp)  # the one the data was built with, e.g. from memory
     shutil.copyfile(RUNTIME_FILE, tmp / "inference.py")
     parity.save_cases(cases, tmp / INPUTS_FILE)
 
@@ -215,6 +230,9 @@ def _check(tmp: Path, exp: Exported, target: Target, built: dict[str, dict], cas
             if meta.get("runtime") in RUNTIMES:
                 r = parity.check_format(tmp, fmt, tmp / INPUTS_FILE, ref, atol,
                                         exp.language_model, latency_iters)
+            elif not meta.get("weights_only"):
+                r = {"ok": False, "why": f"runtime {meta.get('runtime')!r} is not one inference.py "
+                     f"runs ({', '.join(RUNTIMES)}): add it to tengine/export/runtime.py RUNTIMES"}
             else:
                 rebuilt = build(exp.cfg, exp.model_args, tmp / meta["file"])
                 r = check_weights_only(tmp, meta["file"], rebuilt, exp.names, target.state,
@@ -281,7 +299,8 @@ def _metadata(src: Source, exp: Exported, built: dict[str, dict], ref: dict[str,
                   "hf_auto_class": exp.hf_auto_class, **{k: health["size"][k] for k in
                                                           ("parameters", "bytes")}},
         "tolerances": {"max_abs": atol}, "opset": opset if "onnx" in built else None,
-        "parity_inputs": INPUTS_FILE, "versions": versions(),
+        "parity_inputs": INPUTS_FILE, "reference": parity.fingerprint(ref),
+        "versions": versions(),
     }
 
 

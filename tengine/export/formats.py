@@ -124,7 +124,7 @@ def safetensors_format(target: Target, out: Path) -> dict[str, Any]:
     save_file({k: v.contiguous() for k, v in target.state.items()}, str(out / "model.safetensors"),
               metadata=metadata)
     return {"file": "model.safetensors", "files": ["model.safetensors"], "runtime": None,
-            "layout": "tengine state dict (tengine/models)"}
+            "weights_only": True, "layout": "tengine state dict (tengine/models)"}
 
 
 @FORMATS.register("pt2")
@@ -164,7 +164,12 @@ def onnx_format(target: Target, out: Path) -> dict[str, Any]:
                           dynamic_shapes=target.dynamic_shapes(), opset_version=target.opset)
     onnx.checker.check_model(str(out / "model.onnx"))
     written = sorted(p.name for p in set(out.iterdir()) - before)  # + external data, if any
-    return {"file": "model.onnx", "files": written, "runtime": "onnx", "opset": target.opset,
+    model = onnx.load(str(out / "model.onnx"), load_external_data=False)
+    opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    if opset != target.opset:  # the exporter could not convert to the one asked for
+        raise RuntimeError(f"the ONNX exporter wrote opset {opset}, not export.onnx_opset "
+                           f"{target.opset}; use opset {opset} (--opset {opset})")
+    return {"file": "model.onnx", "files": written, "runtime": "onnx", "opset": opset,
             "exporter": f"torch.onnx.export(dynamo=True) (torch {torch.__version__})"}
 
 

@@ -37,6 +37,8 @@ class Exported:
     tokenizer: dict[str, Any] | None  # for inference.py: {"kind": "byte"} or a tokenizer.json
     labels: list[str] | None
     hf_auto_class: str | None
+    tokenizer_object: Any = None  # the data's tokenizer (saved into the bundle if the artifact
+                                  # has no tokenizer file, e.g. a model exported from memory)
 
     @property
     def sequences(self) -> bool:
@@ -115,7 +117,8 @@ def load(artifact: Path) -> Exported:
     labels = data.info.get("labels")
     return Exported(cfg, model, names, {n: inputs[n].contiguous() for n in names}, dims,
                     None if image else _seq_max(model), model_args, tokenizer,
-                    [str(x) for x in labels] if labels else None, _hf_auto_class(cfg))
+                    [str(x) for x in labels] if labels else None, _hf_auto_class(cfg),
+                    data.tokenizer)
 
 
 def rebuild(bundle: Path, meta: dict[str, Any]) -> nn.Module:

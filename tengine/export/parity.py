@@ -19,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,19 @@ def reference(module: torch.nn.Module, names: list[str],
                 for case, x in cases.items() if not case.startswith("latency_")}
 
 
+def fingerprint(outputs: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
+    """Per case: the sha256 of the reference outputs' bytes, their mean and max |value|: what
+    `export verify` checks the model it rebuilds against (bit-equal on the same stack, close
+    anywhere else)."""
+    return {case: {"sha256": digest(a)["sha256"], "mean_abs": float(np.abs(a).mean()),
+                   "max_abs": float(np.abs(a).max())} for case, a in outputs.items()}
+
+
+def same_outputs(recorded: dict[str, Any], now: dict[str, Any], rel: float = 1e-5) -> bool:
+    return recorded["sha256"] == now["sha256"] or all(
+        abs(recorded[k] - now[k]) <= rel * max(abs(recorded[k]), 1e-12) for k in ("mean_abs", "max_abs"))
+
+
 def compare(ref: np.ndarray, out: np.ndarray, atol: float, language_model: bool) -> dict[str, Any]:
     if ref.shape != out.shape:
         return {"ok": False, "why": f"output shape {list(out.shape)}, PyTorch {list(ref.shape)}"}
@@ -109,29 +123,39 @@ def run_isolated(bundle: Path, args: list[str], timeout_s: float = 900) -> dict[
     """Run the bundle's inference.py with `args` in a fresh `python -I` process that cannot
     import tengine; returns the JSON it printed last."""
     bundle = Path(bundle).resolve()
+    what = f"inference.py {' '.join(args[:2])}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     env.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
-    proc = subprocess.run([sys.executable, "-I", "-c", BOOT, str(bundle / "inference.py"), *args],
-                          cwd=bundle, env=env, capture_output=True, text=True, timeout=timeout_s)
+    try:
+        proc = subprocess.run([sys.executable, "-I", "-c", BOOT, str(bundle / "inference.py"),
+                               *args], cwd=bundle, env=env, capture_output=True, text=True,
+                              timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise IsolatedRunFailed(f"{what} took more than {timeout_s:.0f} s") from None
     if proc.returncode != 0:
         tail = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()][-1:] or ["no output"]
-        raise IsolatedRunFailed(f"inference.py {' '.join(args[:2])} exited {proc.returncode}: "
-                                f"{tail[0][:300]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+        raise IsolatedRunFailed(f"{what} exited {proc.returncode}: {tail[0][:300]}")
+    try:
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        raise IsolatedRunFailed(f"{what} printed no JSON result (stdout: "
+                                f"{proc.stdout.strip()[-200:]!r})") from None
 
 
 def check_format(bundle: Path, fmt: str, inputs: Path, ref: dict[str, np.ndarray], atol: float,
                  language_model: bool, latency_iters: int) -> dict[str, Any]:
     """One runnable format: its outputs on every case (compared with `ref`) and its latency."""
     bundle, inputs = Path(bundle).resolve(), Path(inputs).resolve()
-    out_file = bundle.parent / f".{bundle.name}-{fmt}-outputs.npz"
-    try:
+    with tempfile.TemporaryDirectory(prefix="tengine-parity-") as tmp:  # not beside the bundle:
+        out_file = Path(tmp) / f"{fmt}-outputs.npz"                    # it may be read-only
         report = run_isolated(bundle, ["--format", fmt, "--parity", str(inputs), str(out_file),
                                        "--latency-iters", str(latency_iters)])
-        outputs = np.load(out_file)
-        cases = {c: compare(ref[c], outputs[c], atol, language_model) for c in ref}
-    finally:
-        out_file.unlink(missing_ok=True)
+        with np.load(out_file) as outputs:
+            missing = sorted(set(ref) - set(outputs.files))
+            if missing:
+                raise IsolatedRunFailed(f"inference.py --format {fmt} returned no output for "
+                                        f"{', '.join(missing)}")
+            cases = {c: compare(ref[c], outputs[c], atol, language_model) for c in ref}
     return {"ok": all(c["ok"] for c in cases.values()), "cases": cases,
             "latency": report["latency"], "load_s": report["load_s"]}
 

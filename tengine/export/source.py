@@ -13,7 +13,6 @@ consolidated weights; the temporary copy goes when the export ends.
 from __future__ import annotations
 
 import contextlib
-import json
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -34,17 +33,18 @@ class Source:
 
 
 def _best_checkpoint(run_dir: Path) -> Path:
-    summary = run_dir / "summary.json"
-    if summary.is_file():
-        s = json.loads(summary.read_text())
-        for key in ("best_checkpoint", "last_checkpoint"):
-            if s.get(key) and (Path(s[key]) / MANIFEST).is_file():
-                return Path(s[key])
-    steps = CheckpointManager(run_dir / "checkpoints").checkpoints()  # oldest first
+    """The run's best checkpoint by its own `checkpoint.monitor` / `mode` (read from each
+    manifest under this run dir, wherever the run was started from), else its newest."""
+    import yaml
+
+    ck = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("checkpoint") or {}
+    manager = CheckpointManager(run_dir / "checkpoints", monitor=ck.get("monitor", "val_loss"),
+                                mode=ck.get("mode", "min"))
+    steps = manager.checkpoints()  # oldest first
     if not steps:
         raise ConfigError(f"export: the run dir {run_dir} has no checkpoint; train it first or "
                           "give a checkpoint directory")
-    return steps[-1]
+    return manager.best() or steps[-1]
 
 
 @contextlib.contextmanager

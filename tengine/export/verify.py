@@ -2,12 +2,17 @@
 
     report = verify(Path("bundles/qs"))     # raises VerifyFailed naming the first problem
 
-1. Every file metadata.json lists has its recorded size and sha256 (one flipped byte anywhere
-   fails here), and no file is there that it does not list.
-2. Parity again: the model rebuilt by tengine from the bundle's own config.yaml and
-   model.safetensors is the reference; every runnable format runs in a fresh `python -I`
-   process on the bundle's parity inputs, the weights-only safetensors is hashed there, and
-   every case must be within the tolerance the bundle records.
+1. metadata.json matches the sha256 in metadata.sha256, every file it lists has its recorded
+   size and sha256 (one flipped byte anywhere fails here), and no file is there that it does
+   not list.
+2. The model rebuilt by tengine from the bundle's own config.yaml and model.safetensors gives
+   the outputs recorded at export (their sha256, else their mean and max |value| within 1e-5
+   relative): a tengine or torch whose model code changed is named as such, not blamed on a
+   format.
+3. Parity again against that model: every runnable format runs in a fresh `python -I` process
+   on the bundle's parity inputs, the weights-only safetensors is hashed there, and every case
+   must be within the tolerance the bundle records (each format's max abs error now and as
+   recorded are both reported).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from typing import Any
 
 from tengine.errors import ConfigError, TengineError
 from tengine.export import parity
-from tengine.export.bundle import INPUTS_FILE, METADATA, check_weights_only
+from tengine.export.bundle import INPUTS_FILE, METADATA, METADATA_SHA256, check_weights_only
 from tengine.export.formats import Positional
 from tengine.export.runtime import RUNTIMES
 from tengine.files import mismatched_file
@@ -29,10 +34,18 @@ class VerifyFailed(TengineError):
 
 
 def read_metadata(bundle: Path) -> dict[str, Any]:
+    from tengine.files import sha256_file
+
     file = Path(bundle) / METADATA
     if not file.is_file():
         raise ConfigError(f"export verify: '{bundle}' is not an export bundle (no {METADATA}); "
                           "give the directory `tengine export` wrote")
+    recorded = (Path(bundle) / METADATA_SHA256).read_text().split()[0] \
+        if (Path(bundle) / METADATA_SHA256).is_file() else None
+    if recorded != sha256_file(file):
+        raise VerifyFailed(f"{bundle}/{METADATA} " + ("does not match its sha256 in "
+                           f"{METADATA_SHA256} (corrupted)" if recorded else
+                           f"has no {METADATA_SHA256}") + "; export the bundle again")
     try:
         return json.loads(file.read_text())
     except json.JSONDecodeError as err:
@@ -50,8 +63,8 @@ def verify(bundle: Path, progress=print) -> dict[str, Any]:
     if (bad := mismatched_file(bundle, meta["files"])) is not None:
         raise VerifyFailed(f"{bundle}: {bad[0]} {bad[1]}; this bundle is not the one that was "
                            "exported: export it again")
-    extra = sorted(p.name for p in bundle.iterdir()
-                   if p.name not in meta["files"] and p.name != METADATA and p.name[0] != ".")
+    extra = sorted(p.name for p in bundle.iterdir() if p.name not in meta["files"]
+                   and p.name not in (METADATA, METADATA_SHA256) and p.name[0] != ".")
     if extra:
         raise VerifyFailed(f"{bundle}: files not in its metadata.json: {', '.join(extra)}")
     progress(f"verify: {len(meta['files'])} files match their sha256")
@@ -61,12 +74,24 @@ def verify(bundle: Path, progress=print) -> dict[str, Any]:
     model = rebuild(bundle, meta)
     cases = parity.load_cases(bundle / INPUTS_FILE)
     ref = parity.reference(Positional(model, names), names, cases)
+    now = parity.fingerprint(ref)
+    drifted = [c for c, f in meta["reference"].items() if not parity.same_outputs(f, now[c])]
+    if drifted:  # the weights hash fine: the code that runs them changed (tengine, torch)
+        raise VerifyFailed(f"{bundle}: the model tengine rebuilds from config.yaml and "
+                           f"model.safetensors no longer gives the outputs recorded at export on "
+                           f"{', '.join(drifted[:3])} (mean |logit| {meta['reference'][drifted[0]]['mean_abs']:.6g}"
+                           f" then, {now[drifted[0]]['mean_abs']:.6g} now); versions then: "
+                           f"torch {meta['versions']['torch']}, tengine {meta['versions']['tengine']}")
+    progress(f"verify: the rebuilt model reproduces the exported outputs on {len(now)} cases")
     results: dict[str, dict] = {}
     for fmt, fm in meta["formats"].items():
         try:
             if fm.get("runtime") in RUNTIMES:
                 results[fmt] = parity.check_format(bundle, fmt, bundle / INPUTS_FILE, ref, atol,
                                                    lm, latency_iters=0)
+            elif not fm.get("weights_only"):
+                results[fmt] = {"ok": False, "why": f"runtime {fm.get('runtime')!r} is not one "
+                                "inference.py runs"}
             else:
                 results[fmt] = check_weights_only(bundle, fm["file"], model, names,
                                                   load_file(str(bundle / fm["file"])), cases, ref,

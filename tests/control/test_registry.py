@@ -150,6 +150,9 @@ def test_bundles_attach_to_the_version_they_were_exported_from_once(reg):
     with pytest.raises(NotFound, match="no version 3"):
         reg.attach_bundle("m", 3, uri="/b/x", sha256="ef" * 32, formats=["onnx"])
     assert [b["uri"] for b in reg.list_bundles("m", "production")] == ["/b/qs"]
+    replaced = reg.attach_bundle("m", 1, uri="/b/qs", sha256="12" * 32, formats=["onnx"])
+    assert replaced["sha256"] == "12" * 32  # exported again to the same place: one record
+    assert [b["sha256"] for b in reg.list_bundles("m", 1)] == ["12" * 32]
     assert reg.list_bundles("m", v2.version) == [] and len(reg.list_bundles("m")) == 1
 
 

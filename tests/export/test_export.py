@@ -119,7 +119,7 @@ def test_every_format_matches_pytorch_on_real_batches_at_every_shape(bundles, ru
     assert set(meta["latency"]) == {"iters", *runtimes}  # safetensors: HF from_pretrained
     assert all(set(meta["latency"][f]) == {"b1", "b8"} for f in runtimes)
     # every file hashed; the documents a serving team reads
-    listed = set(meta["files"]) | {"metadata.json"}
+    listed = set(meta["files"]) | {"metadata.json", "metadata.sha256"}
     assert listed == {p.name for p in bundle.iterdir()}
     assert {"inference.py", "README.md", "requirements.txt", "health_report.json",
             "health_report.md", "model.onnx", "model.pt2", "model.safetensors"} <= listed
@@ -163,6 +163,13 @@ def test_the_cli_exports_a_run_and_verify_catches_one_flipped_byte(runs, tmp_pat
                          text=True, timeout=120)
     assert bad.returncode == 1
     assert "model.onnx.data does not match its sha256" in bad.stderr
+    # metadata.json lists every other file's hash: its own is in metadata.sha256
+    shutil.copy(out / "model.onnx.data", copy / "model.onnx.data")
+    meta = (copy / "metadata.json").read_text()
+    (copy / "metadata.json").write_text(meta.replace('"max_abs": 0.0001', '"max_abs": 0.1'))
+    bad = subprocess.run([*TENGINE, "export", "verify", str(copy)], capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 1 and "metadata.json does not match its sha256" in bad.stderr
 
 
 def test_inference_py_reproduces_pytorch_top1_without_tengine(bundles, runs, tmp_path):
@@ -295,6 +302,11 @@ def test_a_registered_version_is_exported_sha256_checked_and_gets_its_bundle_att
                              pack=pack, run_dir=other)
     with pytest.raises(Conflict, match="not from qs v2"):
         attach_bundle(client.registry, v2, out)
+    wrong = subprocess.run([*TENGINE, "export", "--model", "qs:1", "--register", "qs:2", "--out",
+                            str(tmp_path / "wrong"), "--store", store], capture_output=True,
+                           text=True, timeout=120)  # refused before any work
+    assert wrong.returncode == 2 and "not of qs v2" in wrong.stderr, wrong.stderr[-2000:]
+    assert not (tmp_path / "wrong").exists() and "export: built" not in wrong.stdout
 
     # the control plane's export job: the same export, by a runner, attached to its version
     job = client.jobs.submit("export", {"model": "qs", "ref": "production",
@@ -338,3 +350,32 @@ def test_bad_input_exits_2_before_any_work_naming_the_fix(runs, tmp_path):
         assert proc.returncode == 2 and text in proc.stderr, (args, proc.stderr[-1500:])
         assert "Traceback" not in proc.stderr
     assert list(tmp_path.iterdir()) == [tmp_path / "c.db"]  # nothing written but the store
+
+
+def test_torchscript_is_opt_in_legacy_and_still_checked(runs, tmp_path):
+    meta = export(runs["classifier"], tmp_path / "ts", formats=["torchscript"], latency_iters=0,
+                  progress=lambda *a: None)
+    assert list(meta["formats"]) == ["safetensors", "torchscript"]  # safetensors always
+    assert meta["formats"]["torchscript"]["legacy"] is True
+    assert all(c["ok"] and c["max_abs"] <= 1e-4
+               for c in meta["parity"]["torchscript"]["cases"].values())
+    assert "TorchScript is legacy" in (Path(meta["bundle"]) / "README.md").read_text()
+    assert "torchscript" not in load_config(REPO / "configs/quickstart.yaml").export.formats
+
+
+def test_verify_names_a_model_that_no_longer_computes_what_was_exported(bundles, tmp_path):
+    """The weights hash fine but the rebuilt model's outputs are not the recorded ones (as
+    after a tengine or torch upgrade that changed the model code): verify says so."""
+    from tengine.export.verify import VerifyFailed, verify
+    from tengine.files import sha256_file
+
+    copy = tmp_path / "b"
+    shutil.copytree(bundles["classifier"]["bundle"], copy)
+    meta = json.loads((copy / "metadata.json").read_text())
+    case = next(iter(meta["reference"]))
+    meta["reference"][case] = {**meta["reference"][case], "sha256": "0" * 64,
+                               "mean_abs": meta["reference"][case]["mean_abs"] * 1.01}
+    (copy / "metadata.json").write_text(json.dumps(meta))
+    (copy / "metadata.sha256").write_text(sha256_file(copy / "metadata.json") + "  metadata.json\n")
+    with pytest.raises(VerifyFailed, match=f"no longer gives the outputs recorded at export on {case}"):
+        verify(copy, progress=lambda *a: None)

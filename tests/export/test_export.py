@@ -379,3 +379,23 @@ def test_verify_names_a_model_that_no_longer_computes_what_was_exported(bundles,
     (copy / "metadata.sha256").write_text(sha256_file(copy / "metadata.json") + "  metadata.json\n")
     with pytest.raises(VerifyFailed, match=f"no longer gives the outputs recorded at export on {case}"):
         verify(copy, progress=lambda *a: None)
+
+
+def test_a_run_dir_exports_its_best_checkpoint_by_its_own_monitor(tmp_path, monkeypatch):
+    """Best by the run's checkpoint.monitor/mode from each manifest, found inside the run dir
+    wherever the command runs (summary.json's paths are relative to where the run started)."""
+    from tengine.export.source import _best_checkpoint
+
+    run_dir = tmp_path / "runs" / "r"
+    for step, acc in ((5, 0.2), (40, 0.9), (120, 0.5)):  # the newest is not the best
+        ck = run_dir / "checkpoints" / f"step_{step:08d}"
+        ck.mkdir(parents=True)
+        (ck / "manifest.json").write_text(json.dumps({"step": step, "metrics": {"val_accuracy": acc}}))
+    (run_dir / "config.yaml").write_text("checkpoint: {monitor: val_accuracy, mode: max}\n")
+    (run_dir / "summary.json").write_text(json.dumps({"best_checkpoint": "runs/r/checkpoints/step_00000005"}))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert _best_checkpoint(run_dir).name == "step_00000040"
+    (run_dir / "config.yaml").write_text("checkpoint: {monitor: val_loss}\n")  # not recorded
+    assert _best_checkpoint(run_dir).name == "step_00000120"  # then the newest

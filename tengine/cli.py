@@ -178,8 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tengine: interrupted", file=sys.stderr)
         code = 130
-    # a torchrun worker that finished or was preempted (its checkpoint written): leave cleanly
-    if "torch.distributed" in sys.modules and code in (0, PREEMPTED_EXIT_CODE):
+    # a torchrun worker that finished or was preempted (its checkpoint written): leave cleanly.
+    # Only under torchrun: main() called in a process of its own (a test, a notebook) returns.
+    if ("TORCHELASTIC_RUN_ID" in os.environ and "torch.distributed" in sys.modules
+            and code in (0, PREEMPTED_EXIT_CODE)):
         from tengine.backends.process_group import exit_cleanly
 
         exit_cleanly(code)

@@ -7,8 +7,10 @@ joins the group from those variables when nobody has yet: NCCL on CUDA, gloo on 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -24,11 +26,20 @@ def env_world() -> tuple[int, int, int]:
             int(os.environ.get("LOCAL_RANK", 0)))
 
 
-def world_of_one() -> None:
+LAUNCHER_ENV = ("MASTER_PORT", "MASTER_ADDR", "RANK", "LOCAL_RANK", "WORLD_SIZE",
+                "LOCAL_WORLD_SIZE")
+
+
+@contextlib.contextmanager
+def world_of_one() -> Iterator[None]:
     """The launcher environment of a one-rank group (for backends that need a process group
-    even in one process); what a launcher set already stays."""
+    even in one process); what a launcher set already stays. On the way out the group made
+    inside is destroyed and the environment restored, so the calling process is as it was (a
+    later run in it is not a rank of a leftover group)."""
     import socket
 
+    saved = {k: os.environ.get(k) for k in LAUNCHER_ENV}
+    had_group = dist.is_available() and dist.is_initialized()
     if "MASTER_PORT" not in os.environ:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
@@ -38,6 +49,16 @@ def world_of_one() -> None:
         os.environ.setdefault(key, "0")
     for key in ("WORLD_SIZE", "LOCAL_WORLD_SIZE"):
         os.environ.setdefault(key, "1")
+    try:
+        yield
+    finally:
+        if not had_group and dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def ensure_process_group(timeout_s: int = 1800) -> tuple[int, int, int]:

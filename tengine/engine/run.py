@@ -172,23 +172,24 @@ def evaluate(cfg: TengineConfig, checkpoint: str | Path) -> dict[str, Any]:
 
         verify_artifact(Path(checkpoint))
     preflight(cfg)
-    if cfg.distributed.backend != "single":
-        world_of_one()
-    seed_everything(cfg.seed, cfg.deterministic)
-    context = DataContext(run_dir=None, saved=Path(checkpoint)) if packed \
-        else checkpoint_context(checkpoint)  # the run's tokenizer
-    bundle = build_data(cfg.data, cfg.task, context)
-    if len(bundle.val) == 0:
-        raise ConfigError("data: the validation split is empty; raise data.val_fraction or give "
-                          "the source's validation files")
-    model = model_for(cfg, bundle, initial_weights=packed)  # a checkpoint's weights follow
-    trainer = Trainer(model, cfg, TaskSpec.from_config(cfg.task),
-                      reporter=MemoryReporter(Path(checkpoint).parent.parent), pad_id=bundle.pad_id,
-                      loss_floor=bundle.loss_floor)
-    if packed:
-        record = trainer.evaluate_weights(bundle.val, step=read_manifest(Path(checkpoint))["step"])
-    else:
-        record = trainer.evaluate_checkpoint(checkpoint, bundle.val)
+    # fsdp / deepspeed load their checkpoints through a one-rank group, gone afterwards
+    one_rank = world_of_one() if cfg.distributed.backend != "single" else contextlib.nullcontext()
+    with one_rank:
+        seed_everything(cfg.seed, cfg.deterministic)
+        context = DataContext(run_dir=None, saved=Path(checkpoint)) if packed \
+            else checkpoint_context(checkpoint)  # the run's tokenizer
+        bundle = build_data(cfg.data, cfg.task, context)
+        if len(bundle.val) == 0:
+            raise ConfigError("data: the validation split is empty; raise data.val_fraction or give "
+                              "the source's validation files")
+        model = model_for(cfg, bundle, initial_weights=packed)  # a checkpoint's weights follow
+        trainer = Trainer(model, cfg, TaskSpec.from_config(cfg.task),
+                          reporter=MemoryReporter(Path(checkpoint).parent.parent), pad_id=bundle.pad_id,
+                          loss_floor=bundle.loss_floor)
+        if packed:
+            record = trainer.evaluate_weights(bundle.val, step=read_manifest(Path(checkpoint))["step"])
+        else:
+            record = trainer.evaluate_checkpoint(checkpoint, bundle.val)
     return {**record, "checkpoint": str(checkpoint), "loss_floor": bundle.loss_floor}
 
 

@@ -3,6 +3,7 @@ shards) and DeepSpeed ZeRO-3 (partitions), each trained by 2 gloo workers under 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -53,5 +54,10 @@ def test_a_sharded_checkpoint_exports_the_weights_a_one_process_evaluation_uses(
     # and the same model: `tengine evaluate` of the checkpoint in one process (its own backend,
     # resharded to one rank) gives the val loss the bundle's weights give
     cfg = load_config(run_dir / "config.yaml")
+    before = {k: os.environ.get(k) for k in ("RANK", "WORLD_SIZE", "MASTER_PORT")}
     one_process = evaluate(cfg, checkpoint)["val_loss"]
+    # its one-rank group is gone with it: this process is no rank of a leftover group (the
+    # CLI's main() would end such a process with os._exit after its next command)
+    assert not torch.distributed.is_initialized()
+    assert {k: os.environ.get(k) for k in before} == before
     assert _bundle_val_loss(bundle, meta, 10) == pytest.approx(one_process, rel=1e-6)

@@ -13,6 +13,7 @@ why; no bundle is left and nothing is attached); 2 for bad input.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -51,8 +52,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         version = _client(args).registry.get(name, ref or "latest")
     formats = [f.strip() for f in args.formats.split(",") if f.strip()] if args.formats else None
     say = (lambda *a: None) if args.json else print
-    _stop_cleanly_on_sigterm()
-    with resolve(args.source[0] if args.source else None, version) as src:
+    with _stop_cleanly_on_sigterm(), resolve(args.source[0] if args.source else None,
+                                             version) as src:
         target = _register_target(args, register, src, version) if register else None
         out = Path(args.out or Path("bundles") / f"{src.name}-step_{src.step}")
         result = build_bundle(src, out, formats, atol=args.atol, opset=args.opset,
@@ -73,13 +74,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stop_cleanly_on_sigterm() -> None:
-    """SIGTERM (a cancelled export job, `kill`) unwinds like Ctrl-C: the temporary bundle and
-    the packed source are removed on the way out."""
+@contextlib.contextmanager
+def _stop_cleanly_on_sigterm():
+    """While exporting, SIGTERM (a cancelled export job, `kill`) unwinds like Ctrl-C: the
+    temporary bundle and the packed source are removed on the way out."""
     import signal
     import sys
 
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    before = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def _register_target(args: argparse.Namespace, register: tuple[str, str | None], src,

@@ -399,3 +399,18 @@ def test_a_run_dir_exports_its_best_checkpoint_by_its_own_monitor(tmp_path, monk
     assert _best_checkpoint(run_dir).name == "step_00000040"
     (run_dir / "config.yaml").write_text("checkpoint: {monitor: val_loss}\n")  # not recorded
     assert _best_checkpoint(run_dir).name == "step_00000120"  # then the newest
+
+
+def test_sigterm_mid_export_leaves_no_temporary_bundle(runs, tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "b" / "qs"
+    proc = subprocess.Popen([*TENGINE, "export", str(runs["gpt"]), "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out.parent.is_dir() and any(out.parent.iterdir())) and time.time() < deadline:
+        time.sleep(0.05)  # the temporary bundle exists: the export is under way
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM, proc.stderr.read()[-2000:]
+    assert not out.exists() and list(out.parent.iterdir()) == []

@@ -354,8 +354,29 @@ class CheckpointConfig(Section):
         return self
 
 
+class WandbConfig(Section):
+    mode: Literal["auto", "offline", "online", "disabled"] = Field(
+        "auto", description="`auto` = online when WANDB_API_KEY is set, else offline (a local "
+        "`RUN/wandb/offline-run-*` to `wandb sync` later).")
+    project: str = Field("tengine", description="W&B project.")
+    entity: str | None = Field(None, description="W&B entity (team or user); default: yours.")
+    tags: list[str] = Field(default_factory=list, description="Tags of the W&B run.")
+    log_checkpoints: bool = Field(True, description="Log each checkpoint as an artifact that "
+                                  "references its files (checksummed, not uploaded).")
+
+
 class LoggingConfig(Section):
     root: str = Field("runs", description="Parent directory of run dirs (`<root>/<name>`).")
+    trackers: list[Literal["jsonl", "tensorboard", "wandb"]] = Field(
+        default_factory=lambda: ["jsonl"], description="Where records go (rank 0): `jsonl` = "
+        "the run dir's metrics.jsonl (always written), `tensorboard` = event files in "
+        "`RUN/tensorboard/`, `wandb` = Weights & Biases (`logging.wandb`). A tracker that fails "
+        "is a warning, never a failed run.")
+    wandb: WandbConfig = Field(default_factory=WandbConfig, description="Weights & Biases.")
+    callbacks: list[str] = Field(
+        default_factory=list, description="Your own callbacks, `package.module:Class` (called "
+        "with no arguments; hooks as in tengine.engine.callbacks.Callback); failures are "
+        "warnings, like a tracker's.")
     progress_bar: Literal["auto", "on", "off"] = Field("auto", description="tqdm bar: `auto` = only on a TTY outside CI.")
 
     @field_validator("progress_bar", mode="before")

@@ -157,6 +157,9 @@ class Trainer:
         if cfg.distributed.kill_rank_at_step:
             self.callbacks.append(KillRankAtStep(cfg.distributed.kill_rank_at_step,
                                                  self.reporter.run_dir))
+        from tengine.tracking import build_callbacks
+
+        self.callbacks += build_callbacks(cfg, self.reporter.run_dir, self.strategy.is_main)
         self.callbacks += callbacks or []
         self.pad_id, self.loss_floor = pad_id, loss_floor
         self.state = TrainState()

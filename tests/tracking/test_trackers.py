@@ -1,0 +1,103 @@
+"""Trackers: W&B (offline) and TensorBoard record what metrics.jsonl records, step for step; a
+tracker that fails is one warning, never a failed run; a resumed run has one value per step."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tengine.config import load_config
+from tengine.engine import run
+from tests.conftest import REPO, TINY, read_jsonl
+from tests.tracking.wandb_log import history, records
+
+
+def _cfg(tmp_path: Path, *overrides: str):
+    return load_config(REPO / "configs/quickstart.yaml",
+                       [*TINY, f"logging.root={tmp_path}", "name=t", *overrides])
+
+
+def _tb_scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    acc.Reload()
+    return [(e.step, e.value) for e in acc.Scalars(tag)]
+
+
+def test_wandb_offline_and_tensorboard_record_metrics_jsonl_step_for_step(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)  # `auto`: offline
+    summary = run(_cfg(tmp_path, "training.max_steps=20", "training.eval_every_n_steps=10",
+                       "checkpoint.every_n_steps=10", "logging.trackers=[jsonl,tensorboard,wandb]"))
+    assert summary["status"] == "completed"
+    run_dir = Path(summary["run_dir"])
+    train = {r["step"]: r for r in read_jsonl(run_dir / "metrics.jsonl")}
+    val = {r["step"]: r for r in read_jsonl(run_dir / "metrics.jsonl", "val")}
+    assert sorted(train) == list(range(1, 21)) and sorted(val) == [10, 20]
+
+    [log] = run_dir.glob("wandb/offline-run-*/run-*.wandb")  # offline: nothing left the machine
+    rows = history(log)
+    assert sorted(rows) == sorted(train)
+    for step, r in train.items():  # the same numbers at the same step (JSON floats: exact)
+        assert rows[step]["train/loss"] == r["loss"] and rows[step]["train/lr"] == r["lr"]
+    assert {s: rows[s]["val/loss"] for s in val} == {s: r["val_loss"] for s, r in val.items()}
+    # the checkpoints as artifacts referencing their files, and the resolved config
+    arts = [r.artifact for r in records(log) if r.WhichOneof("record_type") == "artifact"]
+    assert [a.aliases[0] for a in arts] == ["step_00000010", "step_00000020"]
+    assert all(a.type == "checkpoint" and any(m.ref.endswith("model.safetensors")
+                                              for m in a.manifest.contents) for a in arts)
+    [started] = [r.run for r in records(log) if r.WhichOneof("record_type") == "run"]
+    config = {i.key: json.loads(i.value_json) for i in started.config.update}
+    assert config["name"] == "t" and config["optim"]["lr"] == 3e-3  # the resolved config
+
+    tb = _tb_scalars(run_dir, "train/loss")
+    assert [s for s, _ in tb] == sorted(train)
+    assert all(v == pytest.approx(train[s]["loss"], rel=1e-6) for s, v in tb)  # float32 events
+    assert [s for s, _ in _tb_scalars(run_dir, "val/loss")] == [10, 20]
+
+
+def test_a_tracker_that_raises_on_every_call_is_one_warning_and_the_run_completes(tmp_path, caplog):
+    from tests.tracking.helpers import Exploding
+
+    Exploding.calls = 0
+    with caplog.at_level(logging.WARNING, logger="tengine"):
+        summary = run(_cfg(tmp_path, "training.max_steps=12", "checkpoint.every_n_steps=6",
+                           "training.eval_every_n_steps=6",
+                           "logging.callbacks=[tests.tracking.helpers:Exploding]"))
+    assert summary["status"] == "completed" and summary["steps"] == 12
+    warned = [r.getMessage() for r in caplog.records if "Exploding" in r.getMessage()]
+    assert len(warned) == 1 and "tracker backend unreachable" in warned[0], warned
+    assert Exploding.calls == 1  # off after its first failure
+    assert (Path(summary["run_dir"]) / "checkpoints" / "step_00000012").is_dir()
+
+
+def test_a_resumed_run_leaves_one_tensorboard_value_per_step(tmp_path):
+    """Steps 51–55 were logged, then the run died; its last checkpoint is step 50. The resumed
+    run logs 51–60 again: TensorBoard shows each step once, with the resumed run's values."""
+    common = ["training.max_steps=60", "checkpoint.every_n_steps=50", "checkpoint.keep_last=3",
+              "logging.trackers=[jsonl,tensorboard]"]
+    first = run(_cfg(tmp_path, *common, "training.halt_at_step=55"))
+    run_dir = Path(first["run_dir"])
+    shutil.rmtree(run_dir / "checkpoints" / "step_00000055")  # died after 55, before saving
+    second = run(_cfg(tmp_path, *common))
+    assert second["resumed_from"].endswith("step_00000050") and second["steps"] == 60
+    tb = _tb_scalars(run_dir, "train/loss")
+    assert [s for s, _ in tb] == list(range(1, 61))  # one value per step
+    last = {}
+    for r in read_jsonl(run_dir / "metrics.jsonl"):
+        last[r["step"]] = r["loss"]  # the resumed run's lines come last
+    assert all(v == pytest.approx(last[s], rel=1e-6) for s, v in tb)
+
+
+def test_an_unknown_tracker_or_callback_is_a_config_error(tmp_path):
+    from tengine.errors import ConfigError
+
+    with pytest.raises(Exception, match="logging.trackers"):
+        _cfg(tmp_path, "logging.trackers=[jsonl,mlflow]")
+    with pytest.raises(ConfigError, match="logging.callbacks: cannot import module 'nowhere'"):
+        run(_cfg(tmp_path, "training.max_steps=2", "logging.callbacks=[nowhere:Thing]"))
+    assert json.dumps(_cfg(tmp_path).logging.trackers) == '["jsonl"]'

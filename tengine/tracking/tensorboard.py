@@ -43,8 +43,9 @@ class TensorBoardTracker(Callback):
         self._write(record)
 
     def on_eval_end(self, trainer, record) -> None:
-        self._write(record)
-        self.writer.flush()
+        if self.writer is not None:  # None outside a fit (`tengine evaluate`): nothing to write
+            self._write(record)
+            self.writer.flush()
 
     def on_fit_end(self, trainer, summary) -> None:
         if self.writer is not None:

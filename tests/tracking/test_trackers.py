@@ -47,7 +47,8 @@ def test_wandb_offline_and_tensorboard_record_metrics_jsonl_step_for_step(tmp_pa
     assert {s: rows[s]["val/loss"] for s in val} == {s: r["val_loss"] for s, r in val.items()}
     # the checkpoints as artifacts referencing their files, and the resolved config
     arts = [r.artifact for r in records(log) if r.WhichOneof("record_type") == "artifact"]
-    assert [a.aliases[0] for a in arts] == ["step_00000010", "step_00000020"]
+    assert [sorted(set(a.aliases) - {"latest"}) for a in arts] == [["step_00000010"],
+                                                                    ["step_00000020"]]
     assert all(a.type == "checkpoint" and any(m.ref.endswith("model.safetensors")
                                               for m in a.manifest.contents) for a in arts)
     [started] = [r.run for r in records(log) if r.WhichOneof("record_type") == "run"]
@@ -58,6 +59,15 @@ def test_wandb_offline_and_tensorboard_record_metrics_jsonl_step_for_step(tmp_pa
     assert [s for s, _ in tb] == sorted(train)
     assert all(v == pytest.approx(train[s]["loss"], rel=1e-6) for s, v in tb)  # float32 events
     assert [s for s, _ in _tb_scalars(run_dir, "val/loss")] == [10, 20]
+
+    # evaluating a checkpoint of this run (its config names the trackers) logs nothing, and
+    # warns nothing: trackers start with a fit
+    from tengine.engine.run import evaluate
+
+    before = sorted(p.name for p in (run_dir / "tensorboard").iterdir())
+    evaluate(load_config(run_dir / "config.yaml"), run_dir / "checkpoints" / "step_00000020")
+    assert sorted(p.name for p in (run_dir / "tensorboard").iterdir()) == before
+    assert len(list(run_dir.glob("wandb/offline-run-*"))) == 1
 
 
 def test_a_tracker_that_raises_on_every_call_is_one_warning_and_the_run_completes(tmp_path, caplog):

@@ -8,6 +8,7 @@
     tengine sweep SWEEP.yaml [--dry-run] [--register NAME]   # Ray Tune sweep (cli_sweep.py)
     tengine data prepare 'corpus/*.txt' --out DIR [--tokenizer byte|bpe|hf]   # token shards (cli_data.py)
     tengine export RUN|CHECKPOINT|--model NAME:REF [--formats ...] [--out DIR]   # bundle (cli_export.py)
+    tengine env diff RUN_A RUN_B [--json]         # what differs between two runs' environments (cli_env.py)
 
 User errors print one line per problem (no traceback) and exit 2; a run that fails during work
 exits 1 with its message.
@@ -154,12 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     from tengine.cli_control import add_commands
     from tengine.cli_data import add_commands as add_data_commands
+    from tengine.cli_env import add_commands as add_env_commands
     from tengine.cli_export import add_commands as add_export_commands
     from tengine.cli_sweep import add_commands as add_sweep_commands
 
     add_sweep_commands(sub)
     add_data_commands(sub)
     add_export_commands(sub)
+    add_env_commands(sub)
     add_commands(sub)
     return parser
 

@@ -1,5 +1,5 @@
-"""`env.json`: versions, devices, the git commit and the environment variables a run used (for
-reproducing it later). Secrets stay out: the command line and the variables are written with
+"""`env.json`: versions (every installed distribution), devices, the git commit with a dirty
+flag and the environment variables a run used (for reproducing it later; `tengine env diff`). Secrets stay out: the command line and the variables are written with
 secret-looking values as `***` (`tengine.redact`), since run dirs get copied and shared."""
 
 from __future__ import annotations
@@ -7,7 +7,6 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
-import subprocess
 import sys
 from pathlib import Path
 
@@ -32,17 +31,23 @@ def package_version(pkg: str) -> str | None:
         return None
 
 
-def _git_commit(cwd: Path) -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
-                             text=True, timeout=5)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+def distributions() -> dict[str, str]:
+    """Every installed distribution and its version, by normalised name."""
+    out = {}
+    for d in importlib.metadata.distributions():
+        name = (d.metadata["Name"] or "").lower().replace("_", "-")
+        if name:
+            out[name] = d.version
+    return dict(sorted(out.items()))
 
 
 def environment() -> dict:
+    """What reproducing the run needs to know, read without starting a process or touching the
+    network: versions, devices, the git commit (and whether tracked files differ from it)."""
+    from tengine.gitinfo import git_info
+
     cuda = torch.cuda.is_available()
+    git = git_info(Path.cwd())
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
@@ -51,9 +56,12 @@ def environment() -> dict:
         "cuda": torch.version.cuda if cuda else None,
         "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else ["cpu"],
         "cpu_count": torch.get_num_threads(),
-        "git_commit": _git_commit(Path.cwd()),
+        "git_commit": git["commit"] if git else None,
+        "git": git,
+        "cwd": str(Path.cwd()),
         "argv": redact_argv(sys.argv),
         "environment": relevant_environment(),
+        "distributions": distributions(),
     }
 
 
@@ -62,3 +70,32 @@ def relevant_environment(env: dict[str, str] | None = None) -> dict[str, str]:
     env = os.environ if env is None else env
     kept = {k: v for k, v in env.items() if k.startswith(ENV_PREFIXES) or k in ENV_NAMES}
     return dict(sorted(redact_env(kept).items()))
+
+
+def reproduce_md(cfg, env: dict) -> str:
+    """REPRODUCE.md: the command as it was run, the exact one that retrains from the resolved
+    config beside it, and the code and environment it ran with."""
+    import shlex
+
+    from tengine.files import config_hash
+
+    git = env.get("git") or {}
+    code = "not in a git work tree" if not git else (
+        f"git commit `{git['commit']}`" + (f" (branch `{git['branch']}`)" if git.get("branch") else "")
+        + {True: ". **Tracked files differed from that commit** (dirty): the diff is not "
+                 "recorded, so check out that commit and re-apply your changes.",
+           False: ", no tracked file changed.", None: ", whether files changed is unknown."}[
+               git.get("dirty")])
+    devices = ", ".join(env.get("devices") or [])
+    return "\n".join([
+        f"# Reproduce `{cfg.name}`", "",
+        f"Started in `{env.get('cwd')}` on {env.get('hostname')} with:", "",
+        "```bash", " ".join(shlex.quote(a) for a in env.get("argv") or []), "```", "",
+        f"The resolved config is `config.yaml` beside this file (sha256 of its JSON form "
+        f"`{config_hash(cfg.model_dump(mode='json'))[:16]}…`). To train it again:", "",
+        "```bash", "tengine train config.yaml --run-dir NEW_RUN_DIR --resume never", "```", "",
+        f"Code: {code}", "",
+        f"Environment: python {env.get('python')}, torch {env.get('packages', {}).get('torch')}"
+        + (f", CUDA {env['cuda']}" if env.get("cuda") else "") + f", devices: {devices}. Every "
+        "installed distribution and the relevant environment variables (secrets masked) are in "
+        "`env.json`; `tengine env diff THIS_RUN OTHER_RUN` shows what differs.", ""])

@@ -40,7 +40,7 @@ from tengine.engine.callbacks import (
     progress_enabled,
 )
 from tengine.engine.checkpoint import CheckpointManager
-from tengine.engine.envinfo import environment
+from tengine.engine.envinfo import environment, reproduce_md
 from tengine.engine.gradients import GradientMonitor, StepHealth
 from tengine.engine.losses import LossOutput, LossStrategy, build_loss
 from tengine.engine.metrics import Accumulator, MetricsEngine, batch_tokens, flops_per_token
@@ -356,7 +356,9 @@ class Trainer:
                 archive_previous_run(run_dir)
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "config.yaml").write_text(to_yaml(self.cfg))
-            write_json(run_dir / "env.json", environment())
+            env = environment()
+            write_json(run_dir / "env.json", env)
+            (run_dir / "REPRODUCE.md").write_text(reproduce_md(self.cfg, env))
         self.strategy.barrier()
         if self.resumed_from is not None:
             self._restore(self.resumed_from)

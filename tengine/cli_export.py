@@ -85,7 +85,8 @@ def _stop_cleanly_on_sigterm():
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, before)
+        if before is not None:  # None: a handler not set from Python, left as it is
+            signal.signal(signal.SIGTERM, before)
 
 
 def _register_target(args: argparse.Namespace, register: tuple[str, str | None], src,

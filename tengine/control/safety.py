@@ -38,7 +38,7 @@ from tengine.registry import (
 
 DEFAULT_ALLOWED = ("tengine.",)
 # the config fields whose value may be an import path (`registry.import_path` resolves each)
-IMPORT_FIELDS = (("model", "name"), ("task", "loss"), ("data", "source"))
+IMPORT_FIELDS = (("model", "name"), ("task", "loss"), ("data", "source"), ("logging", "callbacks"))
 
 __all__ = ["ALLOWED_IMPORTS_ENV", "DEFAULT_ALLOWED", "IMPORT_FIELDS", "allowed_imports",
            "check_job_imports", "config_imports", "redact", "redact_env"]
@@ -58,8 +58,9 @@ def config_imports(cfg: dict[str, Any]) -> list[tuple[str, str]]:
     found = []
     for section, key in IMPORT_FIELDS:
         value = cfg[section].get(key) if isinstance(cfg.get(section), dict) else None
-        if isinstance(value, str) and ":" in value:
-            found.append((f"{section}.{key}", value.partition(":")[0]))
+        for item in value if isinstance(value, list) else [value]:  # a list: logging.callbacks
+            if isinstance(item, str) and ":" in item:
+                found.append((f"{section}.{key}", item.partition(":")[0]))
     return found
 
 

@@ -33,11 +33,14 @@ def package_version(pkg: str) -> str | None:
 
 def distributions() -> dict[str, str]:
     """Every installed distribution and its version, by normalised name."""
-    out = {}
-    for d in importlib.metadata.distributions():
-        name = (d.metadata["Name"] or "").lower().replace("_", "-")
-        if name:
-            out[name] = d.version
+    out: dict[str, str] = {}
+    for d in importlib.metadata.distributions():  # in sys.path order: the first one is used
+        try:
+            name = (d.metadata["Name"] or "").lower().replace("_", "-")
+            if name:
+                out.setdefault(name, d.version)
+        except Exception:  # noqa: BLE001 — a broken dist-info dir must not fail a run
+            continue
     return dict(sorted(out.items()))
 
 
@@ -80,12 +83,15 @@ def reproduce_md(cfg, env: dict) -> str:
     from tengine.files import config_hash
 
     git = env.get("git") or {}
+    changed = [w for w, flag in (("modified", git.get("dirty")), ("staged", git.get("staged")))
+               if flag]
+    unknown = [w for w in ("dirty", "staged") if git and git.get(w) is None]
     code = "not in a git work tree" if not git else (
         f"git commit `{git['commit']}`" + (f" (branch `{git['branch']}`)" if git.get("branch") else "")
-        + {True: ". **Tracked files differed from that commit** (dirty): the diff is not "
-                 "recorded, so check out that commit and re-apply your changes.",
-           False: ", no tracked file changed.", None: ", whether files changed is unknown."}[
-               git.get("dirty")])
+        + (f". **The tree differed from that commit** ({' and '.join(changed)} changes to tracked "
+           "files): the diff is not recorded, so check out that commit and re-apply them."
+           if changed else ", no tracked file changed." if not unknown else
+           f"; whether tracked files changed is unknown ({', '.join(unknown)})."))
     devices = ", ".join(env.get("devices") or [])
     return "\n".join([
         f"# Reproduce `{cfg.name}`", "",

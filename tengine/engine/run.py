@@ -56,6 +56,9 @@ def preflight(cfg: TengineConfig) -> None:
     check(_check_files, cfg)
     check(_check_storage, cfg)
     check(_check_resume, cfg.checkpoint.resume)
+    from tengine.tracking import check_trackers
+
+    check(check_trackers, cfg)
     if cfg.model.init_from:
         from tengine.engine.weights import check_weights_path
 

@@ -157,9 +157,6 @@ class Trainer:
         if cfg.distributed.kill_rank_at_step:
             self.callbacks.append(KillRankAtStep(cfg.distributed.kill_rank_at_step,
                                                  self.reporter.run_dir))
-        from tengine.tracking import build_callbacks
-
-        self.callbacks += build_callbacks(cfg, self.reporter.run_dir, self.strategy.is_main)
         self.callbacks += callbacks or []
         self.pad_id, self.loss_floor = pad_id, loss_floor
         self.state = TrainState()
@@ -183,6 +180,10 @@ class Trainer:
         self.max_steps = self._total_steps()
         self.scheduler = build_scheduler(s.optimizer, cfg.schedule, self.max_steps)
         self.metrics = self._metrics_engine()
+        from tengine.tracking import build_callbacks
+
+        # trackers only for training (an evaluation logs nothing), on rank 0
+        self.callbacks += build_callbacks(cfg, self.reporter.run_dir, s.is_main)
         return self.fit()
 
     def evaluate_checkpoint(self, checkpoint: str | Path, val_data: Dataset) -> dict[str, Any]:

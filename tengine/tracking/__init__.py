@@ -40,21 +40,39 @@ def _wandb(cfg: Any, run_dir: Path):
     return WandbTracker(cfg, run_dir)
 
 
+# the package each tracker needs (checked at preflight: exit 2 before any work)
+REQUIRES = {"tensorboard": "tensorboard", "wandb": "wandb"}
+
+
+def check_trackers(cfg: Any) -> None:
+    """Preflight: each tracker's package installed, each callback's import path importable."""
+    from tengine.extras import require
+    from tengine.registry import import_path
+
+    for name in cfg.logging.trackers:
+        if name in REQUIRES:
+            require(REQUIRES[name], "tracking", f"logging.trackers '{name}'",
+                    otherwise=f"leave '{name}' out of logging.trackers")
+    for spec in cfg.logging.callbacks:
+        import_path(spec, "logging.callbacks")
+
+
 def build_callbacks(cfg: Any, run_dir: Path, is_main: bool) -> list:
-    """The config's trackers and import-path callbacks, each `Guarded`; none off rank 0."""
+    """The config's trackers and import-path callbacks, each `Guarded`; none off rank 0. One
+    that cannot even be made is a warning too, and is left out."""
     if not is_main:
         return []
     from tengine.registry import import_path
 
+    makers = [(f"tracker '{n}'", lambda n=n: TRACKERS.get(n)(cfg, Path(run_dir)))
+              for n in dict.fromkeys(cfg.logging.trackers)]
+    makers += [(f"callback '{spec}'", lambda spec=spec: import_path(spec, "logging.callbacks")())
+               for spec in cfg.logging.callbacks]
     out = []
-    for name in dict.fromkeys(cfg.logging.trackers):
-        tracker = TRACKERS.get(name)(cfg, Path(run_dir))
-        if tracker is not None:
-            out.append(Guarded(tracker, f"tracker '{name}'"))
-    for spec in cfg.logging.callbacks:
-        made = import_path(spec, "logging.callbacks")
-        out.append(Guarded(made() if isinstance(made, type) or callable(made) else made,
-                           f"callback '{spec}'"))
+    for name, make in makers:
+        made = Guarded.make(make, name)
+        if made is not None:
+            out.append(made)
     return out
 
 

@@ -3,7 +3,8 @@
 Offline unless told otherwise: `logging.wandb.mode` `auto` (the default) is `online` when
 WANDB_API_KEY is set and `offline` otherwise; `offline` writes `RUN/wandb/offline-run-*/`
 (upload it later with `wandb sync`), `disabled` logs nothing. The config W&B gets is the run's
-resolved config, nothing from the environment. Each checkpoint is logged as an artifact that
+resolved config (secret-looking values masked), nothing from the environment: W&B's own
+snapshot of argv, git, host and code is off. Each checkpoint is logged as an artifact that
 references its files (`logging.wandb.log_checkpoints`).
 """
 
@@ -15,6 +16,17 @@ from typing import Any
 
 from tengine.engine.callbacks import Callback
 from tengine.tracking.tensorboard import scalars
+
+
+def _redacted(value: Any) -> Any:
+    """The config with secret-looking values masked (a storage URI's password, a key)."""
+    from tengine.redact import redact
+
+    if isinstance(value, dict):
+        return {k: _redacted(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_redacted(v) for v in value]
+    return redact(value) if isinstance(value, str) else value
 
 
 def mode_of(setting: str) -> str:
@@ -35,10 +47,16 @@ class WandbTracker(Callback):
 
         w = self.cfg.logging.wandb
         self.dir.mkdir(parents=True, exist_ok=True)
+        # W&B's own snapshot (argv, git state and diff, host, code) stays off: tengine's
+        # env.json and REPRODUCE.md record those with secrets masked
+        settings = wandb.Settings(silent=True, console="off", disable_git=True, save_code=False,
+                                  disable_code=True, x_disable_meta=True,
+                                  x_disable_machine_info=True, disable_job_creation=True)
         self.run = wandb.init(project=w.project, entity=w.entity, name=self.cfg.name,
                               dir=str(self.dir), mode=mode_of(w.mode),
-                              config=self.cfg.model_dump(mode="json"), tags=list(w.tags),
-                              settings=wandb.Settings(silent=True, console="off"))
+                              config=_redacted(self.cfg.model_dump(mode="json")),
+                              tags=list(w.tags), settings=settings,
+                              reinit="finish_previous")  # a reused process (sweep trials)
 
     def _log(self, record: dict[str, Any] | None) -> None:
         if record and self.run is not None:
@@ -57,14 +75,23 @@ class WandbTracker(Callback):
             return
         import wandb
 
-        art = wandb.Artifact(f"{self.cfg.name}-checkpoints", type="checkpoint",
-                             metadata={"step": trainer.state.step, "path": str(path)})
-        art.add_reference(f"file://{Path(path).resolve()}")
+        from tengine.files import sha256_file
+
+        manifest = Path(path) / "manifest.json"
+        art = wandb.Artifact(f"{self.cfg.name}-checkpoints", type="checkpoint", metadata={
+            "step": trainer.state.step, "path": str(path),
+            "manifest_sha256": sha256_file(manifest) if manifest.is_file() else None})
+        # not checksummed by W&B (hashing a large checkpoint on rank 0 would stall the other
+        # ranks): its manifest, whose sha256 is above, holds every file's sha256
+        art.add_reference(f"file://{Path(path).resolve()}", checksum=False)
         self.run.log_artifact(art, aliases=[Path(path).name])
 
     def on_fit_end(self, trainer, summary) -> None:
         if self.run is not None:
-            self.run.summary.update({k: v for k, v in summary.items()
-                                     if isinstance(v, (int, float, str)) and not isinstance(v, bool)})
-            self.run.finish()
-            self.run = None
+            run, self.run = self.run, None
+            try:
+                run.summary.update({k: v for k, v in summary.items()
+                                    if isinstance(v, (int, float, str)) and not isinstance(v, bool)})
+            finally:
+                run.finish(exit_code=0 if summary.get("status") in ("completed", "preempted")
+                           else 1)

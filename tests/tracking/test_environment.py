@@ -81,15 +81,26 @@ def test_the_git_dirty_flag_is_read_from_the_repository_itself(tmp_path):
                           text=True).stdout.strip()
     branch = subprocess.run(["git", "branch", "--show-current"], cwd=repo, capture_output=True,
                             text=True).stdout.strip()
-    assert git_info(repo / "sub") == {"commit": head, "branch": branch, "dirty": False}
+    assert git_info(repo / "sub") == {"commit": head, "branch": branch, "dirty": False,
+                                      "staged": False}
     os.utime(repo / "a.txt", (1, 1))  # touched, same content: clean
     (repo / "untracked.txt").write_text("u")  # untracked files do not count
     assert git_info(repo)["dirty"] is False
     (repo / "a.txt").write_text("c\n")  # same size, other content
     assert git_info(repo)["dirty"] is True
-    (repo / "a.txt").write_text("a\n")
+    subprocess.run(["git", "add", "a.txt"], cwd=repo, check=True)
+    assert git_info(repo)["dirty"] is False and git_info(repo)["staged"] is True  # staged
+    subprocess.run(["git", "reset", "-q", "--hard"], cwd=repo, check=True)
+    assert git_info(repo)["dirty"] is False and git_info(repo)["staged"] is False
     (repo / "sub" / "b.txt").unlink()
     assert git_info(repo)["dirty"] is True
+    subprocess.run(["git", "checkout", "-q", "sub/b.txt"], cwd=repo, check=True)
+    (repo / "sub" / "ünïcödé naïve.txt").write_text("x\n")  # a path of multi-byte characters
+    subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-qm", "y"], cwd=repo, check=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True,
+                          text=True).stdout.strip()
+    assert git_info(repo) == {"commit": head, "branch": branch, "dirty": False, "staged": False}
     subprocess.run(["git", "pack-refs", "--all"], cwd=repo, check=True)
     assert git_info(repo)["commit"] == head  # a packed ref
     assert git_info(tmp_path) is None

@@ -81,7 +81,7 @@ def test_a_tracker_that_raises_on_every_call_is_one_warning_and_the_run_complete
     assert summary["status"] == "completed" and summary["steps"] == 12
     warned = [r.getMessage() for r in caplog.records if "Exploding" in r.getMessage()]
     assert len(warned) == 1 and "tracker backend unreachable" in warned[0], warned
-    assert Exploding.calls == 1  # off after its first failure
+    assert Exploding.calls == 2  # its first failure, then only on_fit_end (to close up)
     assert (Path(summary["run_dir"]) / "checkpoints" / "step_00000012").is_dir()
 
 
@@ -101,6 +101,20 @@ def test_a_resumed_run_leaves_one_tensorboard_value_per_step(tmp_path):
     for r in read_jsonl(run_dir / "metrics.jsonl"):
         last[r["step"]] = r["loss"]  # the resumed run's lines come last
     assert all(v == pytest.approx(last[s], rel=1e-6) for s, v in tb)
+
+
+def test_a_callback_that_cannot_be_built_is_one_warning_too(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="tengine"):
+        summary = run(_cfg(tmp_path, "training.max_steps=3",
+                           "logging.callbacks=[tests.tracking.helpers:Unbuildable]"))
+    assert summary["status"] == "completed"
+    warned = [r.getMessage() for r in caplog.records if "Unbuildable" in r.getMessage()]
+    assert len(warned) == 1 and "could not be set up" in warned[0]
+    # and a job's submit-time import check sees logging.callbacks
+    from tengine.control.safety import config_imports
+
+    cfg = _cfg(tmp_path, "logging.callbacks=[tests.tracking.helpers:Unbuildable]")
+    assert ("logging.callbacks", "tests.tracking.helpers") in config_imports(cfg.model_dump(mode="json"))
 
 
 def test_an_unknown_tracker_or_callback_is_a_config_error(tmp_path):

@@ -22,3 +22,8 @@ def test_quickstart_reaches_the_loss_floor(tmp_path):
     assert summary["val_loss"] <= 1.05 * summary["loss_floor"], summary
     assert summary["val_loss"] > summary["loss_floor"] * 0.99  # nothing beats the entropy rate
     assert "val_loss" in proc.stdout and "loss floor" in proc.stdout
+    # env.json and REPRODUCE.md name the command that was run, not the Ray worker's own
+    env = json.loads((tmp_path / "env.json").read_text())
+    assert env["argv"][1:3] == ["train", str(REPO / "configs/quickstart.yaml")], env["argv"]
+    assert env["cwd"] == str(tmp_path)
+    assert "train " + str(REPO / "configs/quickstart.yaml") in (tmp_path / "REPRODUCE.md").read_text()

@@ -55,6 +55,10 @@ def _train_worker(loop_config: dict) -> None:
 
     cfg = validate(loop_config["config"])
     run_dir = Path(loop_config["run_dir"])
+    if loop_config.get("launch"):  # env.json / REPRODUCE.md name the driver's command, not Ray's
+        from tengine.engine.envinfo import LAUNCH_ENV
+
+        os.environ[LAUNCH_ENV] = json.dumps(loop_config["launch"])
     starts = _starts_file(run_dir)
     restarted = starts.exists()  # an earlier group of this job ran: continue its checkpoints
     ensure_process_group()
@@ -174,6 +178,8 @@ def _fit(cfg: TengineConfig, run_dir: Path, workers: int, gpus: float, address: 
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from tengine.engine.envinfo import launch_context
+
     started_here = not ray.is_initialized()
     if started_here and address:
         from tengine.cluster.client import join_cluster
@@ -192,7 +198,8 @@ def _fit(cfg: TengineConfig, run_dir: Path, workers: int, gpus: float, address: 
         os.environ.setdefault(HEALTH_CHECK_ENV, HEALTH_CHECK_INTERVAL_S)
         trainer = TorchTrainer(
             _train_worker,
-            train_loop_config={"config": cfg.model_dump(mode="json"), "run_dir": str(run_dir)},
+            train_loop_config={"config": cfg.model_dump(mode="json"), "run_dir": str(run_dir),
+                               "launch": launch_context()},
             torch_config=TorchConfig(backend="nccl" if gpus else "gloo"),
             scaling_config=ScalingConfig(num_workers=workers, use_gpu=bool(gpus),
                                          resources_per_worker=resources),

@@ -44,13 +44,35 @@ def distributions() -> dict[str, str]:
     return dict(sorted(out.items()))
 
 
+LAUNCH_ENV = "TENGINE_LAUNCH"  # JSON {argv, cwd, git} of the command that launched the workers
+
+
+def launch_context() -> dict:
+    """The command as the user ran it, where, and the git state there. In a Ray Train worker
+    it is the driver's (passed in TENGINE_LAUNCH: a worker's own argv and cwd are Ray's); under
+    torchrun, this worker's command with the torchrun line it was started by."""
+    if os.environ.get(LAUNCH_ENV):
+        import json
+
+        return json.loads(os.environ[LAUNCH_ENV])
+    from tengine.gitinfo import git_info
+
+    argv = list(sys.argv)
+    if "TORCHELASTIC_RUN_ID" in os.environ:
+        per_node = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+        nodes = max(1, int(os.environ.get("WORLD_SIZE", per_node)) // per_node)
+        script = ["-m", "tengine"] if argv and argv[0].endswith(("tengine/__main__.py", "tengine")) \
+            else argv[:1]
+        argv = ["torchrun", f"--nnodes={nodes}", f"--nproc_per_node={per_node}", *script, *argv[1:]]
+    return {"argv": redact_argv(argv), "cwd": str(Path.cwd()), "git": git_info(Path.cwd())}
+
+
 def environment() -> dict:
     """What reproducing the run needs to know, read without starting a process or touching the
     network: versions, devices, the git commit (and whether tracked files differ from it)."""
-    from tengine.gitinfo import git_info
-
     cuda = torch.cuda.is_available()
-    git = git_info(Path.cwd())
+    launch = launch_context()
+    git = launch["git"]
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
@@ -61,8 +83,8 @@ def environment() -> dict:
         "cpu_count": torch.get_num_threads(),
         "git_commit": git["commit"] if git else None,
         "git": git,
-        "cwd": str(Path.cwd()),
-        "argv": redact_argv(sys.argv),
+        "cwd": launch["cwd"],
+        "argv": launch["argv"],
         "environment": relevant_environment(),
         "distributions": distributions(),
     }

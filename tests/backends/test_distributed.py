@@ -68,6 +68,8 @@ def test_ddp_two_workers_match_one_process(reference, ddp_run):
     assert_close(step_losses(ddp_run), step_losses(reference), 1e-4)
     summary = json.loads((ddp_run / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["backend"] == "ddp"
+    argv = json.loads((ddp_run / "env.json").read_text())["argv"]  # the launch, as it was run
+    assert argv[:5] == ["torchrun", "--nnodes=1", "--nproc_per_node=2", "-m", "tengine"], argv
     assert summary["tokens"] == json.loads((reference / "summary.json").read_text())["tokens"]
 
 

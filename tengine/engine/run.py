@@ -168,8 +168,11 @@ def evaluate(cfg: TengineConfig, checkpoint: str | Path) -> dict[str, Any]:
     packed = is_artifact(Path(checkpoint))  # a registry artifact: weights only, verified on load
     dist = {"workers": 0, **({"backend": "single"} if packed else {})}
     model_update = {"init_from": str(Path(checkpoint) / WEIGHTS)} if packed else {}
-    cfg = cfg.model_copy(update={"distributed": cfg.distributed.model_copy(update=dist),
-                                 "model": cfg.model.model_copy(update=model_update)})
+    quiet = {"trackers": ["jsonl"], "callbacks": []}  # an evaluation tracks nothing: a host
+    cfg = cfg.model_copy(update={                     # without wandb can evaluate a W&B run
+        "distributed": cfg.distributed.model_copy(update=dist),
+        "model": cfg.model.model_copy(update=model_update),
+        "logging": cfg.logging.model_copy(update=quiet)})
     if packed:
         from tengine.files import verify_artifact
 

@@ -23,9 +23,11 @@ class Guarded(Callback):
 
     @classmethod
     def make(cls, factory, name: str) -> Guarded | None:
-        """`Guarded(factory(), name)`, or None (after one warning) when `factory` raises."""
+        """`Guarded(factory(), name)`; None when the factory makes nothing (the `jsonl`
+        tracker: the Reporter's file) or raises (after one warning)."""
         try:
-            return cls(factory(), name)
+            made = factory()
+            return None if made is None else cls(made, name)
         except Exception as err:  # noqa: BLE001
             log.warning("%s could not be set up (%s: %s); this run goes on without it", name,
                         type(err).__name__, err)

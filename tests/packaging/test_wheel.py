@@ -24,7 +24,7 @@ EXTRAS = {
     "deepspeed": {"deepspeed", "accelerate"},
     "hf": {"transformers", "tokenizers", "datasets"},
     "export": {"onnx", "onnxruntime", "onnxscript"},
-    "tracking": {"wandb"},
+    "tracking": {"wandb", "tensorboard"},
     "sweep": {"optuna"},
     "postgres": {"psycopg"},
     "dev": {"pytest", "pytest-timeout", "ruff", "nbclient", "nbformat", "ipykernel", "moto"},

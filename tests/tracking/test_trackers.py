@@ -85,6 +85,9 @@ def test_a_tracker_that_raises_on_every_call_is_one_warning_and_the_run_complete
     warned = [r.getMessage() for r in caplog.records if "Exploding" in r.getMessage()]
     assert len(warned) == 1 and "tracker backend unreachable" in warned[0], warned
     assert Exploding.calls == 2  # its first failure, then only on_fit_end (to close up)
+    trainer_state = json.loads((Path(summary["run_dir"]) / "checkpoints" / "step_00000012" /
+                                "trainer_state.json").read_text())
+    assert set(trainer_state["callbacks"]) == {"ProgressBar", "Exploding"}  # jsonl makes none
     assert (Path(summary["run_dir"]) / "checkpoints" / "step_00000012").is_dir()
 
 

@@ -179,9 +179,7 @@ def _evaluate_target(args) -> dict[str, Any]:
     from tengine.errors import Invalid
 
     if args.model:
-        name, _, ref = args.model.partition(":")
-        _client(args).registry.get(name, _ref(ref or "latest"))  # unknown model/ref: exit 2 now
-        return {"model": name, "ref": _ref(ref or "latest")}
+        return _model_target(args)
     if args.checkpoint:
         path = Path(args.checkpoint).resolve()
         if not (path / "manifest.json").is_file():
@@ -197,10 +195,15 @@ def _export_target(args) -> dict[str, Any]:
 
     if not args.model:
         raise Invalid("an export job needs --model NAME[:VERSION|ALIAS] (a registered model)")
-    name, _, ref = args.model.partition(":")
-    _client(args).registry.get(name, _ref(ref or "latest"))  # unknown model/ref: exit 2 now
     formats = [f.strip() for f in (args.formats or "").split(",") if f.strip()]
-    return {"model": name, "ref": _ref(ref or "latest"), **({"formats": formats} if formats else {})}
+    return {**_model_target(args), **({"formats": formats} if formats else {})}
+
+
+def _model_target(args) -> dict[str, Any]:
+    """--model NAME[:REF] of a job, the version checked to exist now (else exit 2)."""
+    name, _, ref = args.model.partition(":")
+    _client(args).registry.get(name, _ref(ref or "latest"))
+    return {"model": name, "ref": _ref(ref or "latest")}
 
 
 def jobs_wait(args):

@@ -226,26 +226,38 @@ def _check(tmp: Path, exp: Exported, target: Target, built: dict[str, dict], cas
            progress) -> dict[str, dict]:
     results = {}
     for fmt, meta in built.items():
-        try:
-            if meta.get("runtime") in RUNTIMES:
-                r = parity.check_format(tmp, fmt, tmp / INPUTS_FILE, ref, atol,
-                                        exp.language_model, latency_iters)
-            elif not meta.get("weights_only"):
-                r = {"ok": False, "why": f"runtime {meta.get('runtime')!r} is not one inference.py "
-                     f"runs ({', '.join(RUNTIMES)}): add it to tengine/export/runtime.py RUNTIMES"}
-            else:
-                rebuilt = build(exp.cfg, exp.model_args, tmp / meta["file"])
-                r = check_weights_only(tmp, meta["file"], rebuilt, exp.names, target.state,
-                                       cases, ref, atol, exp.language_model)
-        except parity.IsolatedRunFailed as err:
-            r = {"ok": False, "why": str(err)}
-        if not r["ok"] and "why" not in r:
-            bad = [c for c, s in r["cases"].items() if not s["ok"]]
-            r["why"] = f"parity failed on {len(bad)} of {len(r['cases'])} cases " \
-                       f"(worst max abs {parity.worst(r['cases'])['max_abs']:.3g} > {atol:g})"
+        r = check_one(tmp, fmt, meta, cases, ref, exp.names, atol, exp.language_model,
+                      latency_iters, model_of=lambda f: build(exp.cfg, exp.model_args, tmp / f),
+                      state_of=lambda f: target.state)
         results[fmt] = {**r, "stage": "parity"}
         progress(f"export: {fmt} parity {'ok' if r['ok'] else 'FAILED: ' + r['why']}")
     return results
+
+
+def check_one(bundle: Path, fmt: str, meta: dict[str, Any], cases: Cases,
+              ref: dict[str, np.ndarray], names: list[str], atol: float, language_model: bool,
+              latency_iters: int, model_of, state_of) -> dict[str, Any]:
+    """One format of `bundle` against `ref`: a runnable one in the isolated process, a
+    weights-only safetensors by `check_weights_only` (`model_of(file)`: the model tengine
+    rebuilds from it; `state_of(file)`: the tensors it must hold). What `tengine export` and
+    `export verify` both run; a failure always carries its `why`."""
+    try:
+        if meta.get("runtime") in RUNTIMES:
+            r = parity.check_format(bundle, fmt, bundle / INPUTS_FILE, ref, atol, language_model,
+                                    latency_iters)
+        elif not meta.get("weights_only"):
+            r = {"ok": False, "why": f"runtime {meta.get('runtime')!r} is not one inference.py "
+                 f"runs ({', '.join(RUNTIMES)}): add it to tengine/export/runtime.py RUNTIMES"}
+        else:
+            r = check_weights_only(bundle, meta["file"], model_of(meta["file"]), names,
+                                   state_of(meta["file"]), cases, ref, atol, language_model)
+    except parity.IsolatedRunFailed as err:
+        r = {"ok": False, "why": str(err)}
+    if not r["ok"] and "why" not in r:
+        bad = [c for c, s in r["cases"].items() if not s["ok"]]
+        r["why"] = f"parity failed on {len(bad)} of {len(r['cases'])} cases " \
+                   f"(worst max abs {parity.worst(r['cases'])['max_abs']:.3g} > {atol:g})"
+    return r
 
 
 def check_weights_only(bundle: Path, file: str, model: torch.nn.Module, names: list[str],

@@ -23,9 +23,8 @@ from typing import Any
 
 from tengine.errors import ConfigError, TengineError
 from tengine.export import parity
-from tengine.export.bundle import INPUTS_FILE, METADATA, METADATA_SHA256, check_weights_only
+from tengine.export.bundle import INPUTS_FILE, METADATA, METADATA_SHA256, check_one
 from tengine.export.formats import Positional
-from tengine.export.runtime import RUNTIMES
 from tengine.files import mismatched_file
 
 
@@ -85,19 +84,9 @@ def verify(bundle: Path, progress=print) -> dict[str, Any]:
     progress(f"verify: the rebuilt model reproduces the exported outputs on {len(now)} cases")
     results: dict[str, dict] = {}
     for fmt, fm in meta["formats"].items():
-        try:
-            if fm.get("runtime") in RUNTIMES:
-                results[fmt] = parity.check_format(bundle, fmt, bundle / INPUTS_FILE, ref, atol,
-                                                   lm, latency_iters=0)
-            elif not fm.get("weights_only"):
-                results[fmt] = {"ok": False, "why": f"runtime {fm.get('runtime')!r} is not one "
-                                "inference.py runs"}
-            else:
-                results[fmt] = check_weights_only(bundle, fm["file"], model, names,
-                                                  load_file(str(bundle / fm["file"])), cases, ref,
-                                                  atol, lm)
-        except parity.IsolatedRunFailed as err:
-            results[fmt] = {"ok": False, "why": str(err)}
+        results[fmt] = check_one(bundle, fmt, fm, cases, ref, names, atol, lm, latency_iters=0,
+                                 model_of=lambda f: model,
+                                 state_of=lambda f: load_file(str(bundle / f)))
         recorded = meta.get("parity", {}).get(fmt, {}).get("worst", {}).get("max_abs")
         now = parity.worst(results[fmt]["cases"])["max_abs"] if results[fmt].get("cases") else None
         results[fmt]["recorded_max_abs"], results[fmt]["max_abs"] = recorded, now

@@ -157,12 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
     from tengine.cli_data import add_commands as add_data_commands
     from tengine.cli_env import add_commands as add_env_commands
     from tengine.cli_export import add_commands as add_export_commands
+    from tengine.cli_runs import add_commands as add_runs_commands
     from tengine.cli_sweep import add_commands as add_sweep_commands
 
     add_sweep_commands(sub)
     add_data_commands(sub)
     add_export_commands(sub)
     add_env_commands(sub)
+    add_runs_commands(sub)
     add_commands(sub)
     return parser
 

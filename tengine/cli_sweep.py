@@ -24,6 +24,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from tengine.sweep.spec import load_sweep
 
     plan = load_sweep(args.target, args.overrides)
+    if args.store:
+        from tengine.control.store import redact_uri
+        from tengine.errors import ConfigError
+
+        if redact_uri(args.store) != args.store:  # each trial's config.yaml would hold it
+            raise ConfigError(f"--store '{redact_uri(args.store)}' has a password; leave it out "
+                              "and set PGPASSWORD or ~/.pgpass")
+    plan.store = args.store  # the trials' experiment DB: the store the best is registered in
     from tengine.extras import check
 
     check("ray", "ray", "tengine sweep (Ray Tune)",
@@ -89,7 +97,8 @@ def add_commands(sub) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the trials and the resource "
                    "plan; run nothing")
     p.add_argument("--register", metavar="NAME", help="register the best trial's checkpoint")
-    p.add_argument("--store", help="registry store URI for --register (default "
+    p.add_argument("--store", help="store URI of the experiment DB the trials are recorded in "
+                   "and of the registry for --register (default "
                    "sqlite:///<abs runs>/control/tengine.db)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON line")
     p.set_defaults(func=cmd_sweep)

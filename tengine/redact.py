@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from typing import Any
 
 MASK = "***"
 ANYWHERE = ("secret", "password", "passwd", "passphrase", "credential", "credentials",
             "authorization")
 LAST = ("key", "token", "apikey", "accesskey", "secretkey", "privatekey", "authtoken",
         "accesstoken", "refreshtoken", "sessiontoken")
+SPECIAL_TOKENS = ("eos", "bos", "pad", "unk", "sep", "cls", "mask")
 _PARTS = re.compile(r"[_.\-]+")
 
 _NAME = r"[A-Za-z_][\w.\-]*"
@@ -44,6 +46,8 @@ def is_secret_name(name: str) -> bool:
     parts = [p for p in _PARTS.split(name.lower()) if p]
     if not parts:
         return False
+    if len(parts) > 1 and parts[-1] == "token" and parts[-2] in SPECIAL_TOKENS:
+        return False  # a tokenizer's `eos_token`: data
     return any(p in ANYWHERE for p in parts) or parts[-1] in LAST
 
 
@@ -72,6 +76,18 @@ def redact_env(mapping: Mapping[str, str]) -> dict[str, str]:
     """A copy of `mapping` (e.g. `os.environ`) with secret-looking variables' values as `***`
     (and a URL's password hidden in any value)."""
     return {k: MASK if is_secret_name(k) else redact(str(v)) for k, v in mapping.items()}
+
+
+def redact_tree(value: Any, name: str = "") -> Any:
+    """A JSON-like tree (a resolved config) with secrets masked: the value of every
+    secret-looking key, and secret-looking parts of any string (a URL's password)."""
+    if isinstance(value, Mapping):
+        return {k: redact_tree(v, str(k)) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [redact_tree(v, name) for v in value]
+    if name and is_secret_name(name) and value not in (None, "") and not isinstance(value, bool):
+        return MASK  # a number under a secret's name too (`api_key: 123456`)
+    return redact(value) if isinstance(value, str) else value
 
 
 def redact_argv(argv: list[str]) -> list[str]:

@@ -27,3 +27,14 @@ def test_quickstart_reaches_the_loss_floor(tmp_path):
     assert env["argv"][1:3] == ["train", str(REPO / "configs/quickstart.yaml")], env["argv"]
     assert env["cwd"] == str(tmp_path)
     assert "train " + str(REPO / "configs/quickstart.yaml") in (tmp_path / "REPRODUCE.md").read_text()
+    # the run is in the experiment DB of the driver's runs root (`logging.root: runs`, relative
+    # to where it was launched, not to the Ray workers' own directory), with its metrics
+    from tengine.control import open_store
+    from tengine.control.experiments import ExperimentDB
+
+    store = open_store(f"sqlite:///{tmp_path}/runs/control/tengine.db")
+    recorded = ExperimentDB(store).get_run("quickstart")
+    assert recorded.status == "completed" and recorded.run_dir == str(tmp_path)
+    val = ExperimentDB(store).get_metrics(recorded.id, "val_loss")
+    assert val[-1]["step"] == 1000 and val[-1]["value"] == summary["val_loss"]
+    store.close()

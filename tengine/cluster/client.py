@@ -13,14 +13,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+from tengine.control.store import default_store_uri
 from tengine.errors import TengineError
-
-
-def default_store_uri(root: str | Path = "runs") -> str:
-    return f"sqlite:///{Path(root).resolve() / 'control' / 'tengine.db'}"
 
 
 class _Component:
@@ -42,6 +38,7 @@ class ControlClient:
         self.jobs = _Component(call, "jobs")
         self.schedules = _Component(call, "schedules")
         self.registry = _Component(call, "registry")
+        self.runs = _Component(call, "runs")
 
     def status(self) -> dict[str, Any]:
         return {**self._status(), "where": self.where}

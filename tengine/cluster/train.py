@@ -160,11 +160,13 @@ def fit(cfg: TengineConfig, run_dir: str | Path | None = None, workers: int | No
     name; a sweep trial passes its trial id); `callbacks` are Ray Train UserCallbacks."""
     from tengine.engine import preflight
     from tengine.engine.rundir_lock import hold_run_dir
+    from tengine.tracking.db import pin_store
 
     workers = workers or cfg.distributed.workers
     gpus = cfg.distributed.gpus_per_worker if gpus_per_worker is None else gpus_per_worker
     run_dir = Path(run_dir or cfg.run_dir()).resolve()
     preflight(cfg)
+    cfg = pin_store(cfg)  # the driver's runs root, not the worker's directory
     # this driver owns the run dir for the whole fit, Ray's restarts of the worker group
     # included (its workers do not take the lock); a busy dir fails before Ray starts
     with hold_run_dir(run_dir):

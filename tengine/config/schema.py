@@ -365,13 +365,27 @@ class WandbConfig(Section):
                                   "references its files (checksummed, not uploaded).")
 
 
+class DbTrackerConfig(Section):
+    store: str | None = Field(
+        None, description="Store URI of the experiment DB (`sqlite:///abs/path.db`, "
+        "`postgresql://user@host/db`); default: the runs root's embedded store "
+        "`<logging.root>/control/tengine.db`, the one `tengine runs` and `tengine jobs` read by "
+        "default. Workers on several hosts: a PostgreSQL store.")
+
+
 class LoggingConfig(Section):
     root: str = Field("runs", description="Parent directory of run dirs (`<root>/<name>`).")
-    trackers: list[Literal["jsonl", "tensorboard", "wandb"]] = Field(
-        default_factory=lambda: ["jsonl"], description="Where records go (rank 0): `jsonl` = "
-        "the run dir's metrics.jsonl (always written), `tensorboard` = event files in "
-        "`RUN/tensorboard/`, `wandb` = Weights & Biases (`logging.wandb`). A tracker that fails "
-        "is a warning, never a failed run.")
+    trackers: list[Literal["jsonl", "db", "tensorboard", "wandb"]] = Field(
+        default_factory=lambda: ["jsonl", "db"], description="Where records go (rank 0): "
+        "`jsonl` = the run dir's metrics.jsonl (always written), `db` = the experiment DB "
+        "(`logging.db`; `tengine runs`), `tensorboard` = event files in `RUN/tensorboard/`, "
+        "`wandb` = Weights & Biases (`logging.wandb`). A tracker that fails is a warning, never "
+        "a failed run.")
+    tags: list[str] = Field(default_factory=list, description="Tags of the run (the experiment "
+                            "DB's `tengine runs list --tag`, and W&B's).")
+    sweep: str | None = Field(None, description="The sweep this run is a trial of (set by "
+                              "`tengine sweep`; `tengine runs list --sweep NAME`).")
+    db: DbTrackerConfig = Field(default_factory=DbTrackerConfig, description="Experiment DB.")
     wandb: WandbConfig = Field(default_factory=WandbConfig, description="Weights & Biases.")
     callbacks: list[str] = Field(
         default_factory=list, description="Your own callbacks, `package.module:Class` (called "

@@ -290,6 +290,7 @@ def _run_child(ctx: JobContext, cmd: list[str], grace_s: float = 10.0) -> None:
     ctx.log(redact("$ " + " ".join(cmd)))
     env = {**os.environ, "PYTHONUNBUFFERED": "1",
            ALLOWED_IMPORTS_ENV: ",".join(ctx.child_allowed_imports()),
+           "TENGINE_JOB_ID": ctx.job.id,  # the experiment DB records which job a run was
            **({"RAY_ADDRESS": ctx.address} if ctx.address else {})}
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env, start_new_session=True, preexec_fn=_die_with_parent())

@@ -1,10 +1,11 @@
-"""ControlPlane: the job queue, scheduler and model registry over one store, behind one `call`.
+"""ControlPlane: the job queue, scheduler, model registry and experiment DB over one store,
+behind one `call`.
 
     plane = ControlPlane("sqlite:///runs/control/tengine.db")
     plane.call("registry", "register", "mymodel", artifact_uri=..., sha256=..., size=...)
 
 `call(component, method, ...)` is what the Ray actor exposes and what a local client calls
-in-process, so both paths run exactly the same code. Only public methods of the three
+in-process, so both paths run exactly the same code. Only public methods of the four
 components are reachable.
 """
 
@@ -14,6 +15,7 @@ import time
 from typing import Any
 
 from tengine.control import safety
+from tengine.control.experiments import ExperimentDB
 from tengine.control.jobs import JobQueue
 from tengine.control.registry import ModelRegistry
 from tengine.control.scheduler import Scheduler
@@ -21,7 +23,7 @@ from tengine.control.store import open_store, redact_uri
 from tengine.errors import Invalid
 from tengine.registry import did_you_mean
 
-COMPONENTS = ("jobs", "schedules", "registry")
+COMPONENTS = ("jobs", "schedules", "registry", "runs")
 
 
 class ControlPlane:
@@ -37,6 +39,7 @@ class ControlPlane:
             type, config, self.allowed_imports))
         self.schedules = Scheduler(self.store, self.jobs, clock)
         self.registry = ModelRegistry(self.store, clock, artifact_root)
+        self.runs = ExperimentDB(self.store, clock)
 
     def call(self, component: str, method: str, *args: Any, **kwargs: Any) -> Any:
         if component not in COMPONENTS:

@@ -148,6 +148,38 @@ bundles = Table(
     Column("job_id", String(64)), Column("created", Double, nullable=False),
     Index("bundles_version", "name", "version"),
 )
+# v4: the experiment DB (tengine/control/experiments.py): runs, their metrics and artifacts
+runs = Table(
+    "runs", metadata,
+    Column("id", String(160), primary_key=True), Column("name", String(128), nullable=False),
+    Column("status", String(16), nullable=False), Column("run_dir", Text),
+    Column("sweep", String(128)), Column("job_id", String(64)),
+    Column("tags", Text, nullable=False),  # JSON list
+    # the resolved config flattened to dotted keys, secrets masked (JSON), and its hash
+    Column("params", Text, nullable=False), Column("config_hash", String(64)),
+    Column("env", Text), Column("summary", Text),  # JSON: env.json, summary.json
+    Column("starts", Integer, nullable=False),  # 1 + resumes
+    Column("created", Double, nullable=False), Column("updated", Double, nullable=False),
+    Column("ended", Double),
+    Index("runs_name", "name"), Index("runs_sweep", "sweep"),
+)
+run_metrics = Table(
+    "run_metrics", metadata, _serial("id"),
+    Column("run_id", String(160), nullable=False), Column("key", String(128), nullable=False),
+    Column("step", BigInteger, nullable=False), Column("value", Double),  # NULL: NaN
+    Column("ts", Double, nullable=False),
+    # 1: a later value for this step replaced it (a resumed run repeating steps); kept, not shown
+    Column("superseded", Integer, nullable=False),
+    Index("run_metrics_key", "run_id", "key", "step"),
+)
+run_artifacts = Table(
+    "run_artifacts", metadata, _serial("id"),
+    Column("run_id", String(160), nullable=False, index=True),
+    Column("kind", String(32), nullable=False), Column("uri", Text, nullable=False),
+    Column("sha256", String(64)), Column("step", BigInteger), Column("meta", Text, nullable=False),
+    Column("created", Double, nullable=False),
+    Column("superseded", Integer, nullable=False),  # 1: from after the step a resume went back to
+)
 # a request repeated with the same key (its reply was lost) returns the first one's result
 idempotency = Table(
     "idempotency", metadata,
@@ -191,8 +223,14 @@ def _v2_to_v3(db: Connection) -> None:
     bundles.create(db, checkfirst=True)
 
 
+def _v3_to_v4(db: Connection) -> None:
+    """The experiment DB: runs, their metrics and artifacts."""
+    for table in (runs, run_metrics, run_artifacts):
+        table.create(db, checkfirst=True)
+
+
 # MIGRATIONS[k] takes a store from version k to k + 1; a new store is created at SCHEMA_VERSION
-MIGRATIONS: list[Callable[[Connection], None]] = [_legacy_to_v1, _v1_to_v2, _v2_to_v3]
+MIGRATIONS: list[Callable[[Connection], None]] = [_legacy_to_v1, _v1_to_v2, _v2_to_v3, _v3_to_v4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -286,6 +324,11 @@ class Store:
                                    {"key": "identity", "value": json.dumps(identity)}])
 
 
+def default_store_uri(root: str | Path = "runs") -> str:
+    """The embedded store of a runs root: `sqlite:///<abs root>/control/tengine.db`."""
+    return f"sqlite:///{Path(root).resolve() / 'control' / 'tengine.db'}"
+
+
 def redact_uri(uri: str) -> str:
     """The URI without its password (what logs, errors and the identity row may show)."""
     return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", uri)
@@ -339,7 +382,9 @@ def _postgresql(uri: str) -> Store:
     # No pre-ping (a round trip at every checkout, a third of a read's cost): after a server
     # restart the first call fails, SQLAlchemy drops the pool's dead connections, and the next
     # call connects anew.
-    engine = create_engine(url, pool_size=8, max_overflow=8, pool_recycle=3600)
+    # connect_timeout: a host that does not answer fails in 10 s, not the OS's minutes
+    engine = create_engine(url, pool_size=8, max_overflow=8, pool_recycle=3600,
+                           connect_args={"connect_timeout": 10})
 
     return PostgresStore(uri, engine)
 

@@ -93,7 +93,8 @@ def environment() -> dict:
 def relevant_environment(env: dict[str, str] | None = None) -> dict[str, str]:
     """The variables of ENV_PREFIXES/ENV_NAMES, sorted, secret-looking values as `***`."""
     env = os.environ if env is None else env
-    kept = {k: v for k, v in env.items() if k.startswith(ENV_PREFIXES) or k in ENV_NAMES}
+    kept = {k: v for k, v in env.items()  # (the launch is recorded as argv, cwd and git)
+            if (k.startswith(ENV_PREFIXES) or k in ENV_NAMES) and k != LAUNCH_ENV}
     return dict(sorted(redact_env(kept).items()))
 
 

@@ -164,6 +164,7 @@ class Trainer:
         self._stop_votes: torch.Tensor | None = None  # ranks asking to stop, from train_step
         self.last: dict[str, dict] = {}  # latest train/val records
         self.resumed_from: Path | None = None
+        self.archived: Path | None = None  # where a fresh start moved the run dir's old run
 
     # --- public API --------------------------------------------------------------------------
     def train(self, train_data: Dataset, val_data: Dataset | None = None) -> dict[str, Any]:
@@ -354,7 +355,7 @@ class Trainer:
         if self.strategy.is_main:
             run_dir = self.reporter.run_dir
             if self.resumed_from is None:
-                archive_previous_run(run_dir)
+                self.archived = archive_previous_run(run_dir)  # (the db tracker follows it)
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "config.yaml").write_text(to_yaml(self.cfg))
             env = environment()

@@ -164,6 +164,10 @@ def build_bundle(src: Source, out: Path, formats: list[str] | None = None,
         raise
     progress(parity.table(results))
     progress(documents.latency_table(meta["latency"]))
+    from tengine.tracking.bundles import record_bundle
+
+    if recorded := record_bundle(src.origin.get("run_dir"), out, meta, src.step):
+        progress(f"export: the bundle is recorded with its run ({', '.join(recorded)})")
     return {**meta, "bundle": str(out.resolve())}
 
 

@@ -60,7 +60,8 @@ def resolve(path: str | Path | None, version: Any = None) -> Iterator[Source]:
         artifact = use_version(version)  # refuses a version whose files changed
         yield Source(artifact, version.step or 0, dict(version.metrics),
                      {"kind": "registry", "name": version.name, "version": version.version,
-                      "sha256": version.sha256, "artifact_uri": version.artifact_uri},
+                      "sha256": version.sha256, "artifact_uri": version.artifact_uri,
+                      "run_dir": version.source_run},
                      name=f"{version.name}-v{version.version}")
         return
     path = Path(path)

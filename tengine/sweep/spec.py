@@ -191,6 +191,9 @@ class SweepPlan:
     max_steps: int
     workdir: Path  # the driver's working directory: relative paths of the configs start here
     run_fn: Callable[[TengineConfig], dict] | None = None  # None = engine.run (run_grid_sweep's hook)
+    # the experiment DB the trials are recorded in (`tengine sweep --store`); None: the base
+    # config's logging.db.store, else `runs/control/tengine.db` of the sweep's directory
+    store: str | None = None
 
     @property
     def name(self) -> str:
@@ -201,6 +204,8 @@ class SweepPlan:
         return self.workdir / self.spec.root / self.spec.name
 
     def trial_config(self, params: dict[str, Any], run_dir: str | Path) -> TengineConfig:
+        from tengine.control.store import default_store_uri
+
         data = copy.deepcopy(self.base_data)
         for path, value in params.items():
             set_value(data, path, value, what=f"space.{path}")
@@ -208,6 +213,12 @@ class SweepPlan:
             set_value(data, path, value)
         set_value(data, "name", Path(run_dir).name)
         set_value(data, "logging.root", str(Path(run_dir).parent))  # cfg.run_dir() is run_dir
+        # the experiment DB records the trial with its sweep, in the store `tengine runs` and
+        # `--register` use by default (`runs/` of the sweep's directory; not of the trials dir,
+        # which logging.root now is)
+        set_value(data, "logging.sweep", self.name)
+        store = self.store or self.base.logging.db.store
+        set_value(data, "logging.db.store", store or default_store_uri(self.workdir / "runs"))
         return validate(data)
 
     def _resource_fields(self) -> dict[str, Any]:

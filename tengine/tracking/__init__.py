@@ -1,9 +1,9 @@
 """Trackers: where a run's records go besides its own metrics.jsonl (rank 0 only).
 
-    logging: {trackers: [jsonl, tensorboard, wandb], callbacks: ["mypkg.cb:MyCallback"]}
+    logging: {trackers: [jsonl, db, tensorboard, wandb], callbacks: ["mypkg.cb:MyCallback"]}
 
 `jsonl` is the run dir's metrics.jsonl, which the Reporter always writes (every other tool in
-tengine reads it); `tensorboard` writes event files under `RUN/tensorboard/`; `wandb` logs to
+tengine reads it); `db` records the run in the experiment DB (`tengine runs`); `tensorboard` writes event files under `RUN/tensorboard/`; `wandb` logs to
 Weights & Biases, offline unless `logging.wandb.mode` or WANDB_API_KEY say otherwise. Every
 sink gets the engine's optimizer step as its step. `logging.callbacks` adds your own callbacks
 by import path. A tracker or callback that raises is a warning, never a failed run
@@ -26,6 +26,13 @@ def _jsonl(cfg: Any, run_dir: Path):
     return None  # the Reporter's metrics.jsonl: always written
 
 
+@TRACKERS.register("db")
+def _db(cfg: Any, run_dir: Path):
+    from tengine.tracking.db import DbTracker
+
+    return DbTracker(cfg, run_dir)
+
+
 @TRACKERS.register("tensorboard")
 def _tensorboard(cfg: Any, run_dir: Path):
     from tengine.tracking.tensorboard import TensorBoardTracker
@@ -45,7 +52,8 @@ REQUIRES = {"tensorboard": "tensorboard", "wandb": "wandb"}
 
 
 def check_trackers(cfg: Any) -> None:
-    """Preflight: each tracker's package installed, each callback's import path importable."""
+    """Preflight: each tracker's package installed, each callback's import path importable,
+    the experiment DB's URI one tengine can open (it is not connected to here)."""
     from tengine.extras import require
     from tengine.registry import import_path
 
@@ -55,6 +63,20 @@ def check_trackers(cfg: Any) -> None:
                     otherwise=f"leave '{name}' out of logging.trackers")
     for spec in cfg.logging.callbacks:
         import_path(spec, "logging.callbacks")
+    store = cfg.logging.db.store
+    if "db" in cfg.logging.trackers and store:
+        from tengine.control.store import redact_uri
+        from tengine.errors import ConfigError
+
+        if store.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
+            if redact_uri(store) != store:  # it would be written down in config.yaml
+                raise ConfigError(f"logging.db.store: '{redact_uri(store)}' has a password; "
+                                  "leave it out and set PGPASSWORD or ~/.pgpass")
+            require("psycopg", "postgres", "logging.db.store (a PostgreSQL store)")
+        elif not store.startswith("sqlite://"):
+            raise ConfigError(f"logging.db.store: '{redact_uri(store)}' is not a store URI a "
+                              "run can record into; use sqlite:///abs/path/tengine.db or "
+                              "postgresql://user@host/db")
 
 
 def build_callbacks(cfg: Any, run_dir: Path, is_main: bool) -> list:

@@ -15,18 +15,20 @@ from pathlib import Path
 from typing import Any
 
 from tengine.engine.callbacks import Callback
+from tengine.redact import redact_tree
 from tengine.tracking.tensorboard import scalars
 
+RUN_FILE = "tengine_run.json"  # RUN/wandb/: the W&B run's id, project, entity and mode
 
-def _redacted(value: Any) -> Any:
-    """The config with secret-looking values masked (a storage URI's password, a key)."""
-    from tengine.redact import redact
 
-    if isinstance(value, dict):
-        return {k: _redacted(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redacted(v) for v in value]
-    return redact(value) if isinstance(value, str) else value
+def settings():
+    """W&B's own snapshot (argv, git state and diff, host, code) stays off: tengine's env.json
+    and REPRODUCE.md record those with secrets masked."""
+    import wandb
+
+    return wandb.Settings(silent=True, console="off", disable_git=True, save_code=False,
+                          disable_code=True, x_disable_meta=True, x_disable_machine_info=True,
+                          disable_job_creation=True)
 
 
 def mode_of(setting: str) -> str:
@@ -47,16 +49,17 @@ class WandbTracker(Callback):
 
         w = self.cfg.logging.wandb
         self.dir.mkdir(parents=True, exist_ok=True)
-        # W&B's own snapshot (argv, git state and diff, host, code) stays off: tengine's
-        # env.json and REPRODUCE.md record those with secrets masked
-        settings = wandb.Settings(silent=True, console="off", disable_git=True, save_code=False,
-                                  disable_code=True, x_disable_meta=True,
-                                  x_disable_machine_info=True, disable_job_creation=True)
+        mode = mode_of(w.mode)
         self.run = wandb.init(project=w.project, entity=w.entity, name=self.cfg.name,
-                              dir=str(self.dir), mode=mode_of(w.mode),
-                              config=_redacted(self.cfg.model_dump(mode="json")),
-                              tags=list(w.tags), settings=settings,
-                              reinit="finish_previous")  # a reused process (sweep trials)
+                              dir=str(self.dir), mode=mode,
+                              config=redact_tree(self.cfg.model_dump(mode="json")),
+                              tags=list(dict.fromkeys([*self.cfg.logging.tags, *w.tags])),
+                              settings=settings(), reinit="finish_previous")  # sweep trials
+        if mode != "disabled":  # where a later export logs the run's bundle (tracking/bundles.py)
+            from tengine.files import write_json
+
+            write_json(self.dir / "wandb" / RUN_FILE, {"id": self.run.id, "project": w.project,
+                                                      "entity": w.entity, "mode": mode})
 
     def _log(self, record: dict[str, Any] | None) -> None:
         if record and self.run is not None:

@@ -103,6 +103,16 @@ def test_asha_stops_bad_trials_for_reasons_written_down_and_registers_the_best(r
     assert version.tags["sweep"] == "asha" and json.loads(version.tags["param.optim.lr"]) == best["params"]["optim.lr"]
     assert version.metrics["val_loss"] == pytest.approx(best["best"])  # the checkpoint's own
 
+    # every trial is a run of the experiment DB in that store, recorded with its sweep
+    capsys.readouterr()
+    assert main(["runs", "list", "--sweep", "asha", "--json", "--store", store]) == 0
+    trials = json.loads(capsys.readouterr().out)
+    assert {r["name"]: r["status"] for r in trials} == {r["trial"]: r["status"] for r in rows}
+    assert all(r["sweep"] == "asha" for r in trials)
+    assert main(["runs", "best", "--metric", "val_loss", "--sweep", "asha", "--json",
+                 "--store", store]) == 0
+    assert json.loads(capsys.readouterr().out)["name"] == best["trial"]
+
 
 def _records(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

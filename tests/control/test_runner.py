@@ -145,6 +145,17 @@ def test_a_time_boxed_train_job_goes_back_to_the_queue_and_resumes_until_done(tm
     summary = done.result["summary"]
     assert summary["status"] == "completed" and summary["steps"] == 150
     assert summary["resumed_from"] is not None
+    # the experiment DB has one run for all the attempts, with its job and one value per step
+    from tengine.control.experiments import ExperimentDB
+    from tengine.control.store import open_store
+
+    store = open_store(f"sqlite:///{tmp_path}/runs/control/tengine.db")
+    recorded = ExperimentDB(store).get_run(cfg.name)
+    assert recorded.job_id == job.id and recorded.status == "completed"
+    assert recorded.starts == len(released) + 1
+    steps = [r["step"] for r in ExperimentDB(store).get_metrics(recorded.id, "train_loss")]
+    assert steps == list(range(1, 151))
+    store.close()
 
 
 RUN_ONE = """

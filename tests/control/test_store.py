@@ -62,6 +62,12 @@ def test_a_store_from_before_schema_versions_is_migrated_with_everything_in_it(t
     assert registry.register("m", artifact_uri="/b", sha256="cd" * 32, size=1).version == 2
     assert queue.submit("train").id != "job-1" and len(queue.list()) == 2
     assert registry.attach_bundle("m", 1, uri="/b1", sha256="ef" * 32, formats=["onnx"])["uri"] == "/b1"
+    from tengine.control.experiments import ExperimentDB  # v4: the experiment DB's tables
+
+    runs = ExperimentDB(store)
+    run = runs.log_run("r", {"optim": {"lr": 1e-3}})
+    runs.log_metrics(run, {"train_loss": 1.0}, step=1)
+    assert runs.get_metrics(run)[0]["value"] == 1.0
     assert store.scalar(meta.select().with_only_columns(meta.c.value).where(
         meta.c.key == "schema_version")) == str(SCHEMA_VERSION)
     assert store.identity["migrated_from"] == 0

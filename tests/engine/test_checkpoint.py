@@ -97,9 +97,10 @@ def test_checkpoint_holds_the_full_training_state(tiny_config):
     assert set(manifest["files"]) == {"model.safetensors", "optim.pt", "rng_rank0.pt",
                                       "trainer_state.json"}
     state = json.load(open(f"{ckpt}/trainer_state.json"))
-    # 6 steps of 2 micro-batches; callbacks' states by name (the progress bar, no plots here)
+    # 6 steps of 2 micro-batches; callbacks' states by name (the progress bar and the db
+    # tracker, a default one; no plots here)
     assert state["step"] == 6 and state["batch_in_epoch"] == 12 and state["global_batch"] == 8
-    assert state["callbacks"] == {"ProgressBar": {}}
+    assert state["callbacks"] == {"ProgressBar": {}, "DbTracker": {}}
     import torch
 
     optim = torch.load(f"{ckpt}/optim.pt", weights_only=True)

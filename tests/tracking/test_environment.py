@@ -23,15 +23,24 @@ def test_secrets_in_the_environment_appear_in_no_file_of_the_run(tmp_path, monke
         monkeypatch.setenv(k, v)
     cfg = load_config(REPO / "configs/quickstart.yaml", [
         *TINY, f"logging.root={tmp_path}", "name=s", "training.max_steps=6",
-        "checkpoint.every_n_steps=6", "logging.trackers=[jsonl,tensorboard,wandb]",
+        "checkpoint.every_n_steps=6", "logging.trackers=[jsonl,db,tensorboard,wandb]",
         "logging.wandb.mode=offline"])  # WANDB_API_KEY would make `auto` online
     run_dir = Path(run(cfg)["run_dir"])
     files = [p for p in run_dir.rglob("*") if p.is_file()]
     assert any("wandb" in p.parts for p in files) and (run_dir / "env.json").is_file()
-    for p in files:  # env.json, REPRODUCE.md, metrics, checkpoints, W&B's offline run files
+    db_files = list((tmp_path / "control").glob("tengine.db*"))  # the experiment DB (+ WAL)
+    assert db_files
+    for p in files + db_files:  # env.json, REPRODUCE.md, metrics, checkpoints, W&B's files, DB
         data = p.read_bytes()
         for name, value in SECRETS.items():
-            assert value.encode() not in data, f"{name}'s value is in {p.relative_to(run_dir)}"
+            assert value.encode() not in data, f"{name}'s value is in {p}"
+    from tengine.control import open_store
+    from tengine.control.experiments import ExperimentDB
+
+    store = open_store(f"sqlite:///{tmp_path}/control/tengine.db")
+    recorded = ExperimentDB(store).get_run("s")  # the env it keeps is env.json's, masked
+    assert recorded.env["environment"]["HF_TOKEN"] == "***" and recorded.status == "completed"
+    store.close()
     env = json.loads((run_dir / "env.json").read_text())
     assert env["environment"]["WANDB_API_KEY"] == "***" and env["environment"]["HF_TOKEN"] == "***"
     assert "MY_SERVICE_SECRET" not in env["environment"]  # not a variable runs depend on

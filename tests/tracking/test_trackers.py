@@ -33,7 +33,8 @@ def _tb_scalars(run_dir: Path, tag: str) -> list[tuple[int, float]]:
 def test_wandb_offline_and_tensorboard_record_metrics_jsonl_step_for_step(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)  # `auto`: offline
     summary = run(_cfg(tmp_path, "training.max_steps=20", "training.eval_every_n_steps=10",
-                       "checkpoint.every_n_steps=10", "logging.trackers=[jsonl,tensorboard,wandb]"))
+                       "checkpoint.every_n_steps=10",
+                       "logging.trackers=[jsonl,db,tensorboard,wandb]"))
     assert summary["status"] == "completed"
     run_dir = Path(summary["run_dir"])
     train = {r["step"]: r for r in read_jsonl(run_dir / "metrics.jsonl")}
@@ -61,6 +62,31 @@ def test_wandb_offline_and_tensorboard_record_metrics_jsonl_step_for_step(tmp_pa
     assert all(v == pytest.approx(train[s]["loss"], rel=1e-6) for s, v in tb)  # float32 events
     assert [s for s, _ in _tb_scalars(run_dir, "val/loss")] == [10, 20]
 
+    # an export of this run is recorded with it: an artifact of its DB run and of its W&B run
+    # (the same W&B run id, resumed offline), each with metadata.json's sha256
+    from tengine.control import open_store
+    from tengine.control.experiments import ExperimentDB
+    from tengine.export import export
+    from tengine.files import sha256_file
+
+    bundle = tmp_path / "bundle"
+    export(run_dir, bundle, formats=["safetensors"], latency_iters=0, progress=lambda *a: None)
+    store = open_store(f"sqlite:///{tmp_path}/control/tengine.db")
+    [art] = ExperimentDB(store).get_artifacts("t", kind="bundle")
+    store.close()
+    assert art["uri"] == str(bundle) and art["sha256"] == sha256_file(bundle / "metadata.json")
+    assert art["meta"] == {"formats": ["safetensors"]}
+    first, second = sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"),
+                           key=lambda p: p.stat().st_mtime)
+    assert first == log
+    run_ids = [r.run.run_id for f in (first, second) for r in records(f)
+               if r.WhichOneof("record_type") == "run"]
+    assert len(set(run_ids)) == 1, run_ids
+    [bundled] = [r.artifact for r in records(second) if r.WhichOneof("record_type") == "artifact"]
+    assert bundled.type == "bundle" and json.loads(bundled.metadata)["metadata_sha256"] == art["sha256"]
+    refs = sorted(m.ref for m in bundled.manifest.contents)  # a directory: one per file
+    assert f"file://{bundle}/metadata.json" in refs and f"file://{bundle}/model.safetensors" in refs
+
     # evaluating a checkpoint of this run (its config names the trackers) logs nothing, and
     # needs neither package: here neither can be imported
     from tengine.engine.run import evaluate
@@ -70,7 +96,7 @@ def test_wandb_offline_and_tensorboard_record_metrics_jsonl_step_for_step(tmp_pa
     before = sorted(p.name for p in (run_dir / "tensorboard").iterdir())
     evaluate(load_config(run_dir / "config.yaml"), run_dir / "checkpoints" / "step_00000020")
     assert sorted(p.name for p in (run_dir / "tensorboard").iterdir()) == before
-    assert len(list(run_dir.glob("wandb/offline-run-*"))) == 1
+    assert len(list(run_dir.glob("wandb/offline-run-*"))) == 2  # the run's, the export's
 
 
 def test_a_tracker_that_raises_on_every_call_is_one_warning_and_the_run_completes(tmp_path, caplog):
@@ -87,15 +113,19 @@ def test_a_tracker_that_raises_on_every_call_is_one_warning_and_the_run_complete
     assert Exploding.calls == 2  # its first failure, then only on_fit_end (to close up)
     trainer_state = json.loads((Path(summary["run_dir"]) / "checkpoints" / "step_00000012" /
                                 "trainer_state.json").read_text())
-    assert set(trainer_state["callbacks"]) == {"ProgressBar", "Exploding"}  # jsonl makes none
+    # jsonl makes no callback; db (a default tracker) keeps no state
+    assert trainer_state["callbacks"] == {"ProgressBar": {}, "DbTracker": {}, "Exploding": {}}
     assert (Path(summary["run_dir"]) / "checkpoints" / "step_00000012").is_dir()
 
 
-def test_a_resumed_run_leaves_one_tensorboard_value_per_step(tmp_path):
+def test_a_resumed_run_has_one_value_per_step_in_tensorboard_and_runs_show(tmp_path, capsys):
     """Steps 51–55 were logged, then the run died; its last checkpoint is step 50. The resumed
-    run logs 51–60 again: TensorBoard shows each step once, with the resumed run's values."""
+    run logs 51–60 again: TensorBoard and `tengine runs show` show each step once, with the
+    resumed run's values; the DB keeps the first attempt's 51–55 marked superseded."""
+    from tengine.cli import main
+
     common = ["training.max_steps=60", "checkpoint.every_n_steps=50", "checkpoint.keep_last=3",
-              "logging.trackers=[jsonl,tensorboard]"]
+              "logging.trackers=[jsonl,db,tensorboard]"]
     first = run(_cfg(tmp_path, *common, "training.halt_at_step=55"))
     run_dir = Path(first["run_dir"])
     shutil.rmtree(run_dir / "checkpoints" / "step_00000055")  # died after 55, before saving
@@ -107,6 +137,25 @@ def test_a_resumed_run_leaves_one_tensorboard_value_per_step(tmp_path):
     for r in read_jsonl(run_dir / "metrics.jsonl"):
         last[r["step"]] = r["loss"]  # the resumed run's lines come last
     assert all(v == pytest.approx(last[s], rel=1e-6) for s, v in tb)
+
+    store = ["--store", f"sqlite:///{tmp_path}/control/tengine.db"]  # the root's own store
+    capsys.readouterr()
+    assert main(["runs", "show", "t", "--json", *store]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["run"]["status"] == "completed" and shown["run"]["starts"] == 2
+    steps = [step for step, _ in shown["metrics"]["train_loss"]]
+    assert steps == list(range(1, 61))  # one value per step, in the DB too
+    assert {s: v for s, v in shown["metrics"]["train_loss"]} == last  # the resumed run's
+    checkpoints = [a["step"] for a in shown["artifacts"] if a["kind"] == "checkpoint"]
+    assert checkpoints == [50, 60]  # 55's checkpoint was redone
+    [resume] = [a for a in shown["artifacts"] if a["kind"] == "resume"]
+    assert resume["step"] == 50 and resume["uri"].endswith("step_00000050")
+    assert main(["runs", "show", "t", "--json", "--superseded", *store]) == 0
+    every = json.loads(capsys.readouterr().out)["metrics"]["train_loss"]
+    assert sorted(s for s, _, old in every if old) == [51, 52, 53, 54, 55]
+    assert main(["runs", "show", "t", *store]) == 0  # the table a person reads
+    table = capsys.readouterr().out
+    assert "status:        completed" in table and "\n60    " in table
 
 
 def test_a_callback_that_cannot_be_built_is_one_warning_too(tmp_path, caplog):
@@ -130,4 +179,7 @@ def test_an_unknown_tracker_or_callback_is_a_config_error(tmp_path):
         _cfg(tmp_path, "logging.trackers=[jsonl,mlflow]")
     with pytest.raises(ConfigError, match="logging.callbacks: cannot import module 'nowhere'"):
         run(_cfg(tmp_path, "training.max_steps=2", "logging.callbacks=[nowhere:Thing]"))
-    assert json.dumps(_cfg(tmp_path).logging.trackers) == '["jsonl"]'
+    with pytest.raises(ConfigError, match=r"logging.db.store: 'mysql://u:\*\*\*@h/db' is not a store URI"):
+        run(_cfg(tmp_path, "training.max_steps=2", "logging.db.store=mysql://u:pw@h/db"))
+    assert not (tmp_path / "t").exists()  # refused before any work
+    assert json.dumps(_cfg(tmp_path).logging.trackers) == '["jsonl", "db"]'

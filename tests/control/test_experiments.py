@@ -199,8 +199,9 @@ WRITERS, ROWS, KEYS = 4, 10_000, 10
 
 @pytest.mark.slow
 def test_four_processes_write_ten_thousand_rows_each_without_a_lock_error(store_uri):
-    """Each process logs its own run's 1,000 steps × 10 metrics, one transaction per step, all
-    at once: every row arrives, none twice, and no writer sees 'database is locked'."""
+    """Each process logs its own run's 1,000 steps × 10 metrics, 50 rows per transaction (200
+    transactions each), all at once: every row arrives, none twice, and no writer sees
+    'database is locked'."""
     from tengine.control import open_store
 
     store = open_store(store_uri)

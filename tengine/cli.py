@@ -9,6 +9,7 @@
     tengine data prepare 'corpus/*.txt' --out DIR [--tokenizer byte|bpe|hf]   # token shards (cli_data.py)
     tengine export RUN|CHECKPOINT|--model NAME:REF [--formats ...] [--out DIR]   # bundle (cli_export.py)
     tengine env diff RUN_A RUN_B [--json]         # what differs between two runs' environments (cli_env.py)
+    tengine drift --reference RUN|BUNDLE|MODEL:ALIAS --current CONFIG [--json]   # data/output drift (cli_drift.py)
 
 User errors print one line per problem (no traceback) and exit 2; a run that fails during work
 exits 1 with its message.
@@ -155,16 +156,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     from tengine.cli_control import add_commands
     from tengine.cli_data import add_commands as add_data_commands
+    from tengine.cli_drift import add_commands as add_drift_commands
     from tengine.cli_env import add_commands as add_env_commands
     from tengine.cli_export import add_commands as add_export_commands
     from tengine.cli_runs import add_commands as add_runs_commands
     from tengine.cli_sweep import add_commands as add_sweep_commands
+    from tengine.cli_triggers import add_commands as add_trigger_commands
 
     add_sweep_commands(sub)
     add_data_commands(sub)
     add_export_commands(sub)
     add_env_commands(sub)
     add_runs_commands(sub)
+    add_drift_commands(sub)
+    add_trigger_commands(sub)
     add_commands(sub)
     return parser
 

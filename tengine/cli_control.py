@@ -343,6 +343,15 @@ def _ref(value: str) -> int | str:
     return int(value) if value.isdigit() else value
 
 
+def registry_promotions(args) -> int:
+    rows = _client(args).registry.promotions(args.name)
+    return _out(args, rows, ["ts", "alias", "candidate", "baseline", "metric",
+                             "candidate_value", "baseline_value", "decision", "reason"],
+                shape=lambda r: {**r, "ts": _when(r["ts"]),
+                                 "candidate": f"v{r['candidate']}",
+                                 "baseline": f"v{r['baseline']}" if r["baseline"] else "-"})
+
+
 def registry_pack(args):
     """Pack a checkpoint into a registry artifact (what registering a model copies); prints
     the registration's fields as JSON. Run by job runners, which import no torch themselves."""
@@ -525,6 +534,8 @@ def add_commands(sub) -> None:
             "version)", "name")
     p.add_argument("ref", nargs="?", help="a version, alias or latest (default: every version)")
     cmd(reg, "compare", registry_compare, "metric deltas between two versions", "name", "a", "b")
+    cmd(reg, "promotions", registry_promotions, "promotion decisions (a retrain's new version "
+        "against the alias's, both numbers, why)", "name")
     cmd(reg, "lineage", registry_lineage, "a version and its ancestors", "name", "ref")
     cmd(reg, "retire", registry_retire, "retire a version", "name", "version")
     cmd(reg, "rm", registry_rm, "delete a version (refused while an alias points at it)", "name", "version")

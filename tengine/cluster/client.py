@@ -39,6 +39,7 @@ class ControlClient:
         self.schedules = _Component(call, "schedules")
         self.registry = _Component(call, "registry")
         self.runs = _Component(call, "runs")
+        self.triggers = _Component(call, "triggers")
 
     def status(self) -> dict[str, Any]:
         return {**self._status(), "where": self.where}

@@ -58,6 +58,8 @@ def _default(field) -> str:
         return "required"
     if isinstance(value, BaseModel):
         return "(section)"
+    if isinstance(value, list) and value and isinstance(value[0], BaseModel):  # alert rules
+        value = [v.model_dump(exclude_defaults=True) for v in value]
     return f"`{json.dumps(value if not isinstance(value, tuple) else list(value))}`"
 
 

@@ -414,6 +414,102 @@ class ExportConfig(Section):
                                "after warm-up (0: no latency figures).")
 
 
+class DriftConfig(Section):
+    warn: float = Field(0.1, gt=0, le=1, description="A feature whose statistic (JS distance, "
+                        "base 2; KS D; a channel-mean shift in SDs) reaches this is `warn`.")
+    alert: float = Field(0.2, gt=0, le=1, description="... and `alert` at this (≥ `warn`).")
+    min_examples: PositiveInt = Field(100, description="Fewer current examples than this: "
+                                      "`insufficient`, never an alert.")
+    min_per_bin: PositiveInt = Field(50, description="Bins are merged (the reference's rarest "
+                                     "first) until each expects this many current samples: "
+                                     "sampling noise alone reads ~0.1 on 256 bins × 4k tokens.")
+    psi_eps: float = Field(1e-4, gt=0, lt=0.01, description="PSI's floor for an empty bin.")
+    overlap_k: PositiveInt = Field(50, description="k of the top-k token overlap.")
+    alpha: float = Field(0.001, gt=0, lt=0.5, description="Significance level of the entropy "
+                         "two-sample test (a D past the thresholds counts only below it).")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DriftConfig:
+        if self.alert < self.warn:
+            raise ValueError(f"monitoring.drift.alert {self.alert} is below warn {self.warn}")
+        return self
+
+
+AlertRuleKind = Literal["val_loss_spike", "accuracy_drop", "grad_norm", "nonfinite", "drift"]
+
+
+class AlertRuleConfig(Section):
+    kind: AlertRuleKind = Field(description="`val_loss_spike` (val_loss above its best by a "
+                                "relative `threshold`), `accuracy_drop` (val_accuracy below its "
+                                "best by `threshold`), `grad_norm` (above `threshold`), "
+                                "`nonfinite` (skipped non-finite steps), `drift` (a drift "
+                                "report at status `alert`; `threshold` 0.1 = at `warn` too).")
+    threshold: float | None = Field(None, ge=0, description="The rule's bound; null = its "
+                                    "default (0.2, 0.05, none, 0, the report's own status).")
+    patience: PositiveInt = Field(1, description="Fires when the condition holds in `patience` "
+                                  "of the last `window` observations (M of N).")
+    window: PositiveInt = Field(1, description="N of M-of-N (≥ patience).")
+
+    @model_validator(mode="after")
+    def _window(self) -> AlertRuleConfig:
+        if self.window < self.patience:
+            raise ValueError(f"window {self.window} is below patience {self.patience}")
+        if self.kind == "grad_norm" and self.threshold is None:
+            raise ValueError("a grad_norm rule needs a threshold (the norm it alerts above)")
+        return self
+
+
+class AlertSinkConfig(Section):
+    kind: Literal["log", "jsonl", "webhook", "wandb"] = Field(description="Where alerts go.")
+    path: str | None = Field(None, description="jsonl: the file; default `RUN/alerts.jsonl`.")
+    url: str | None = Field(None, description="webhook: the URL alerts are POSTed to as JSON.")
+    url_env: str | None = Field(None, description="webhook: the environment variable holding "
+                                "the URL instead (a Slack-style URL is a secret).")
+    secret_env: str | None = Field(None, description="webhook: the environment variable "
+                                   "holding the HMAC-SHA256 key; the body's signature goes in "
+                                   "`X-Tengine-Signature: sha256=<hex>`.")
+    retries: int = Field(5, ge=0, le=20, description="webhook: retries on 429/5xx/no answer.")
+    backoff_s: float = Field(0.5, ge=0, description="webhook: first retry delay, doubled each "
+                             "time (a Retry-After answer is followed), capped at max_backoff_s.")
+    max_backoff_s: float = Field(30.0, ge=0, description="webhook: the longest retry delay.")
+    timeout_s: float = Field(10.0, gt=0, description="webhook: seconds per attempt.")
+    dead_letter: str | None = Field(None, description="webhook: where undeliverable alerts are "
+                                    "appended (JSONL); default `RUN/alerts_dead_letter.jsonl`.")
+
+    @model_validator(mode="after")
+    def _webhook(self) -> AlertSinkConfig:
+        if self.kind == "webhook" and bool(self.url) == bool(self.url_env):
+            raise ValueError("a webhook sink needs exactly one of url and url_env")
+        return self
+
+
+def _default_rules() -> list[AlertRuleConfig]:
+    return [AlertRuleConfig(kind="val_loss_spike"), AlertRuleConfig(kind="accuracy_drop"),
+            AlertRuleConfig(kind="nonfinite"), AlertRuleConfig(kind="drift")]
+
+
+class AlertsConfig(Section):
+    enabled: bool = Field(True, description="Evaluate the rules on the run's records (rank 0).")
+    rules: list[AlertRuleConfig] = Field(default_factory=_default_rules, description="Alert "
+                                         "rules; each is ok → firing → resolved.")
+    sinks: list[AlertSinkConfig] = Field(
+        default_factory=lambda: [AlertSinkConfig(kind="log"), AlertSinkConfig(kind="jsonl")],
+        description="Where alerts are sent.")
+    repeat_after_s: float = Field(3600.0, ge=0, description="A condition still firing is sent "
+                                  "again after this many seconds (0: never again).")
+
+
+class MonitoringConfig(Section):
+    profile: bool = Field(True, description="Write `RUN/profile.json` (the data's profile, drift's "
+                          "reference) and `RUN/profile_batch.npz` when training starts (rank 0).")
+    profile_examples: PositiveInt = Field(100_000, description="Train examples profiled (the "
+                                          "first N).")
+    reference_examples: PositiveInt = Field(256, description="Validation examples kept as the "
+                                            "reference batch model-output profiles are taken on.")
+    drift: DriftConfig = Field(default_factory=DriftConfig, description="Drift statistics.")
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig, description="Alert rules and sinks.")
+
+
 class TengineConfig(Section):
     name: str = Field("run", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="Run name; the run dir is `<logging.root>/<name>`.")
     seed: int = Field(0, ge=0, description="Base seed; each rank uses seed + rank.")
@@ -430,6 +526,7 @@ class TengineConfig(Section):
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Checkpoints and resume.")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="Run dir, progress, plots.")
     export: ExportConfig = Field(default_factory=ExportConfig, description="Export bundle.")
+    monitoring: MonitoringConfig = Field(default_factory=MonitoringConfig, description="Profiles, drift and alerts.")
 
     @model_validator(mode="after")
     def _cross_section(self) -> TengineConfig:

@@ -14,7 +14,10 @@ stops the training workers. The child also dies with the runner thread that star
 `evaluate` runs `python -m tengine evaluate` the same way on a registered model version (or a
 checkpoint path). `sweep` runs `python -m tengine sweep` on the job's sweep file (resuming its
 own sweep dir when retried) and returns the best trial. `export` runs `python -m tengine export`
-on a registered version's artifact and attaches the bundle to that version.
+on a registered version's artifact and attaches the bundle to that version. A `retrain` with
+`promote` ({alias, metric, mode, margin}) then evaluates the new version and the alias's on the
+same held-out data and moves the alias only if the new one is better (the decision is recorded
+either way: `tengine registry promotions NAME`).
 
 The child runs with TENGINE_ALLOWED_IMPORTS set to the job's allowed import prefixes (the
 runner's `allowed_imports`, else the defaults plus what the runner's own environment allows),
@@ -147,7 +150,46 @@ def run_train(ctx: JobContext) -> dict[str, Any]:
     result: dict[str, Any] = {"run_dir": str(run_dir), "summary": {k: summary.get(k) for k in keep}}
     if name:
         result["model"] = _register(ctx, name, cfg, summary, run_dir, parent)
+        promote = ctx.job.config.get("promote")
+        if ctx.job.type == "retrain" and promote is not None:
+            result["promotion"] = _promote(ctx, name, result["model"]["version"], cfg, promote)
     return result
+
+
+def _promote(ctx: JobContext, name: str, candidate: int, cfg: dict,
+             promote: dict[str, Any]) -> dict[str, Any]:
+    """Evaluate the new version and the one `promote.alias` (default production) points at on
+    the same held-out data (this job's config: the new data), each on the whole validation
+    split, and move the alias only if the new one is better by `margin` (promotion.py)."""
+    alias = promote.get("alias", ctx.job.config.get("parent_alias", "production"))
+    metric, mode = promote.get("metric", "val_loss"), promote.get("mode", "min")
+    try:
+        baseline = ctx.client.registry.get(name, alias).version
+    except NotFound:
+        baseline = None
+    exact = {**cfg, "training": {**cfg.get("training", {}), "eval_batches": None}}
+    values = {}
+    with tempfile.TemporaryDirectory(prefix="tengine-job-") as tmp:
+        cfg_file = _config_file(tmp, exact)
+        for version in (candidate, baseline):
+            if version is None:
+                continue
+            artifact = use_version(ctx.client.registry.get(name, version))  # sha256 checked
+            record = _evaluate_child(ctx, cfg_file, artifact, Path(tmp) / f"v{version}.json")
+            values[version] = record.get(metric)
+            ctx.log(f"promotion: {name} v{version} {metric} {values[version]}")
+    decision = ctx.client.registry.promote_if_better(
+        name, candidate, metric=metric, mode=mode, margin=float(promote.get("margin", 0.0)),
+        candidate_value=values[candidate], baseline_version=baseline,
+        baseline_value=values.get(baseline), alias=alias, job_id=ctx.job.id)
+    ctx.log(f"promotion: {decision['decision']} — {decision['reason']}")
+    return decision
+
+
+def _evaluate_child(ctx: JobContext, cfg_file: Path, checkpoint: Path, out: Path) -> dict:
+    _run_child(ctx, [sys.executable, "-m", "tengine", "evaluate", str(cfg_file),
+                     "--checkpoint", str(checkpoint), "--out", str(out)])
+    return json.loads(out.read_text())
 
 
 @EXECUTORS.register("retrain")
@@ -182,10 +224,7 @@ def run_evaluate(ctx: JobContext) -> dict[str, Any]:
         else:
             raise JobFailed(f"no config to evaluate {checkpoint} with: its run dir {source} has no "
                             "config.yaml; give the job a `config`")
-        out = Path(tmp) / "metrics.json"
-        _run_child(ctx, [sys.executable, "-m", "tengine", "evaluate", str(cfg_file),
-                         "--checkpoint", str(checkpoint), "--out", str(out)])
-        record = json.loads(out.read_text())
+        record = _evaluate_child(ctx, cfg_file, checkpoint, Path(tmp) / "metrics.json")
     metrics = {k: v for k, v in record.items() if k.startswith("val_")}
     ctx.log("evaluated " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if v is not None))
     return {"checkpoint": str(checkpoint), "step": record["step"], "metrics": metrics,

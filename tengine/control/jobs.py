@@ -136,28 +136,39 @@ class JobQueue:
             raise Invalid(f"max_retries {max_retries!r} must be an integer ≥ 0")
         if self.validate is not None:
             self.validate(type, config or {})
-        now = self.clock()
         with self.store.transaction() as db:
-            # a second submit with the same key, or of the same schedule fire, is the same job
-            if idempotency_key is not None:
-                row = db.execute(select(jobs).where(jobs.c.idempotency_key == idempotency_key))
-            elif schedule_id is not None:
-                row = db.execute(select(jobs).where(jobs.c.schedule_id == schedule_id,
-                                                    jobs.c.fire_time == fire_time))
-            else:
-                row = None
-            if row is not None and (row := row.mappings().first()) is not None:
-                return _job(row)
-            job_id = f"job-{uuid.uuid4().hex[:12]}"
-            row = db.execute(SUBMIT, {
-                "id": job_id, "type": type, "config": json.dumps(config or {}),
-                "resources": json.dumps(resources or {}), "priority": priority,
-                "max_retries": max_retries, "attempts": 0, "state": PENDING,
-                "idempotency_key": idempotency_key, "created": now, "updated": now,
-                "not_before": now, "schedule_id": schedule_id, "fire_time": fire_time,
-            }).mappings().one()
-            self._event(db, job_id, None, PENDING, "submitted", now)
+            return self._submit_in(db, type, config, resources=resources, priority=priority,
+                                  max_retries=max_retries, idempotency_key=idempotency_key,
+                                  schedule_id=schedule_id, fire_time=fire_time)
+
+    def _submit_in(self, db, type: str, config: dict[str, Any] | None = None, *,
+                  resources: dict[str, Any] | None = None, priority: int = 5,
+                  max_retries: int = 0, idempotency_key: str | None = None,
+                  schedule_id: str | None = None, fire_time: float | None = None) -> Job:
+        """`submit` inside a caller's transaction `db` (a trigger's firing: the job and the
+        firing's record commit together, or neither does); the arguments are checked already.
+        Not reachable through `ControlPlane.call` (private): a caller has no transaction there."""
+        now = self.clock()
+        # a second submit with the same key, or of the same schedule fire, is the same job
+        if idempotency_key is not None:
+            row = db.execute(select(jobs).where(jobs.c.idempotency_key == idempotency_key))
+        elif schedule_id is not None:
+            row = db.execute(select(jobs).where(jobs.c.schedule_id == schedule_id,
+                                                jobs.c.fire_time == fire_time))
+        else:
+            row = None
+        if row is not None and (row := row.mappings().first()) is not None:
             return _job(row)
+        job_id = f"job-{uuid.uuid4().hex[:12]}"
+        row = db.execute(SUBMIT, {
+            "id": job_id, "type": type, "config": json.dumps(config or {}),
+            "resources": json.dumps(resources or {}), "priority": priority,
+            "max_retries": max_retries, "attempts": 0, "state": PENDING,
+            "idempotency_key": idempotency_key, "created": now, "updated": now,
+            "not_before": now, "schedule_id": schedule_id, "fire_time": fire_time,
+        }).mappings().one()
+        self._event(db, job_id, None, PENDING, "submitted", now)
+        return _job(row)
 
     # --- running -----------------------------------------------------------------------------
     def claim(self, runner: str, ttl_s: float = 30.0) -> Job | None:

@@ -1,4 +1,5 @@
-"""ControlPlane: the job queue, scheduler, model registry and experiment DB over one store,
+"""ControlPlane: the job queue, scheduler, model registry, experiment DB and retraining
+triggers over one store,
 behind one `call`.
 
     plane = ControlPlane("sqlite:///runs/control/tengine.db")
@@ -20,10 +21,11 @@ from tengine.control.jobs import JobQueue
 from tengine.control.registry import ModelRegistry
 from tengine.control.scheduler import Scheduler
 from tengine.control.store import open_store, redact_uri
+from tengine.control.triggers import Triggers
 from tengine.errors import Invalid
 from tengine.registry import did_you_mean
 
-COMPONENTS = ("jobs", "schedules", "registry", "runs")
+COMPONENTS = ("jobs", "schedules", "registry", "runs", "triggers")
 
 
 class ControlPlane:
@@ -40,6 +42,7 @@ class ControlPlane:
         self.schedules = Scheduler(self.store, self.jobs, clock)
         self.registry = ModelRegistry(self.store, clock, artifact_root)
         self.runs = ExperimentDB(self.store, clock)
+        self.triggers = Triggers(self.store, self.jobs, clock)
 
     def call(self, component: str, method: str, *args: Any, **kwargs: Any) -> Any:
         if component not in COMPONENTS:
@@ -62,6 +65,8 @@ class ControlPlane:
                 "model_versions": len(self.registry.list_models(status=None))}
 
     def tick(self) -> list[str]:
-        """One round of the background loop: expire dead leases, fire due schedules."""
+        """One round of the background loop: expire dead leases, fire due schedules, evaluate
+        the retraining triggers (each fires at most once per cooldown); the new jobs' ids."""
         self.jobs.expire_leases()
-        return self.schedules.tick()
+        created = self.schedules.tick()
+        return created + [e["job_id"] for e in self.triggers.evaluate() if e.get("fired")]

@@ -168,14 +168,40 @@ class ModelRegistry:
                                f"{f'v{old}' if old is not None else 'nothing'}, not "
                                f"{f'v{expected_version}' if expected_version is not None else 'nothing'}"
                                " as expected: someone moved it meanwhile; look again and retry")
-            if old is None:
-                db.execute(insert(aliases).values(name=name, alias=alias, version=version))
-            else:
-                db.execute(update(aliases).where(A.name == name, A.alias == alias)
-                           .values(version=version))
-            self._audit(db, name, alias, old, version, by, reason)
+            self._move_alias(db, name, alias, version, old, by, reason)
             remember(db, idempotency_key, "set_alias", {"name": name, "version": version})
         return self.get(name, version)
+
+    def _move_alias(self, db, name: str, alias: str, version: int, old: int | None,
+                    by: str | None, reason: str | None) -> None:
+        if old is None:
+            db.execute(insert(aliases).values(name=name, alias=alias, version=version))
+        else:
+            db.execute(update(aliases).where(A.name == name, A.alias == alias)
+                       .values(version=version))
+        self._audit(db, name, alias, old, version, by, reason)
+
+    def promote_if_better(self, name: str, candidate: int, *, metric: str,
+                          candidate_value: float, baseline_version: int | None,
+                          baseline_value: float | None, alias: str = "production",
+                          mode: str = "min", margin: float = 0.0,
+                          job_id: str | None = None) -> dict[str, Any]:
+        """Move `alias` to `candidate` only if its `metric` beats the baseline's by `margin`
+        (relative) and the alias still points at `baseline_version`; the decision and both
+        numbers are recorded either way (promotion.py). Returns the decision's record."""
+        from tengine.control.promotion import decide_and_record
+
+        check_name(alias, "alias")
+        return decide_and_record(self, name, candidate, alias=alias, metric=metric, mode=mode,
+                                 margin=margin, candidate_value=candidate_value,
+                                 baseline_version=baseline_version,
+                                 baseline_value=baseline_value, job_id=job_id)
+
+    def promotions(self, name: str) -> list[dict[str, Any]]:
+        """Every promotion decision for `name`, oldest first."""
+        from tengine.control.promotion import history
+
+        return history(self, name)
 
     def promote_model(self, name: str, version: int, alias: str = "production", *,
                       by: str | None = None, reason: str | None = None,

@@ -180,6 +180,46 @@ run_artifacts = Table(
     Column("created", Double, nullable=False),
     Column("superseded", Integer, nullable=False),  # 1: from after the step a resume went back to
 )
+# v5: the production loop: retraining triggers, what they were sent, what they fired, and
+# each promotion decision (tengine/control/triggers.py, promotion.py)
+triggers = Table(
+    "triggers", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(128), unique=True, nullable=False),
+    Column("model", String(128), nullable=False, index=True),
+    Column("spec", Text, nullable=False),  # JSON: the condition tree
+    Column("job", Text, nullable=False),  # JSON: the retrain job's config
+    Column("cooldown_s", Double, nullable=False), Column("enabled", Integer, nullable=False),
+    Column("fires", Integer, nullable=False),  # firings so far: part of each job's key
+    Column("last_fired", Double),  # in the store: the cooldown survives restarts
+    Column("created", Double, nullable=False),
+)
+trigger_firings = Table(
+    "trigger_firings", metadata, _serial("id"),
+    Column("trigger_id", String(64), nullable=False, index=True),
+    Column("model", String(128), nullable=False),
+    Column("ts", Double, nullable=False), Column("job_id", String(64), nullable=False),
+    Column("idempotency_key", String(256), nullable=False),
+    Column("reason", Text, nullable=False),  # JSON: every leaf's value and threshold
+)
+monitor_reports = Table(
+    "monitor_reports", metadata, _serial("id"),
+    Column("model", String(128), nullable=False), Column("kind", String(16), nullable=False),
+    Column("status", String(16)), Column("body", Text, nullable=False),
+    Column("ts", Double, nullable=False),
+    Index("monitor_reports_model", "model", "kind"),
+)
+promotions = Table(
+    "promotions", metadata, _serial("id"),
+    Column("name", String(128), nullable=False, index=True),
+    Column("alias", String(128), nullable=False), Column("candidate", Integer, nullable=False),
+    Column("baseline", Integer), Column("metric", String(128), nullable=False),
+    Column("mode", String(8), nullable=False), Column("margin", Double, nullable=False),
+    Column("candidate_value", Double), Column("baseline_value", Double),
+    Column("decision", String(16), nullable=False),  # promoted | kept | conflict
+    Column("reason", Text, nullable=False), Column("job_id", String(64)),
+    Column("ts", Double, nullable=False),
+)
 # a request repeated with the same key (its reply was lost) returns the first one's result
 idempotency = Table(
     "idempotency", metadata,
@@ -229,8 +269,15 @@ def _v3_to_v4(db: Connection) -> None:
         table.create(db, checkfirst=True)
 
 
+def _v4_to_v5(db: Connection) -> None:
+    """The production loop: triggers, their firings, monitoring reports, promotions."""
+    for table in (triggers, trigger_firings, monitor_reports, promotions):
+        table.create(db, checkfirst=True)
+
+
 # MIGRATIONS[k] takes a store from version k to k + 1; a new store is created at SCHEMA_VERSION
-MIGRATIONS: list[Callable[[Connection], None]] = [_legacy_to_v1, _v1_to_v2, _v2_to_v3, _v3_to_v4]
+MIGRATIONS: list[Callable[[Connection], None]] = [_legacy_to_v1, _v1_to_v2, _v2_to_v3, _v3_to_v4,
+                                                  _v4_to_v5]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -33,6 +33,7 @@ from tengine.files import sha256_file
 
 KIND = "model"
 WEIGHTS = "model.safetensors"
+PROFILE_FILES = ("profile.json", "profile_batch.npz")  # the data profile drift compares with (RUN/)
 
 
 def is_artifact(path: Path) -> bool:
@@ -135,7 +136,7 @@ def _seal(write, into: Path, run_dir: Path | None, step: int, metrics: dict, sou
     tmp.mkdir(parents=True)
     try:
         write(tmp)
-        for name in SAVED_FILES:
+        for name in (*SAVED_FILES, *PROFILE_FILES):
             if run_dir is not None and (run_dir / name).is_file():
                 shutil.copyfile(run_dir / name, tmp / name)
         files = {p.name: {"sha256": sha256_file(p), "size": p.stat().st_size}

@@ -207,6 +207,30 @@ def _prepare(tmp: Path, src: Source, exp: Exported, cases: Cases) -> None:
         exp.tokenizer_object.save(tmp)  # the one the data was built with, e.g. from memory
     shutil.copyfile(RUNTIME_FILE, tmp / "inference.py")
     parity.save_cases(cases, tmp / INPUTS_FILE)
+    _profile(tmp, src, exp)
+
+
+def _profile(tmp: Path, src: Source, exp: Exported) -> None:
+    """profile.json: the run's data profile (else this data's), with the model's outputs on the
+    reference batch, so `tengine drift --reference BUNDLE` compares data and outputs."""
+    from tengine.data.collators import build_collator
+    from tengine.monitoring import profiles
+
+    cfg = exp.cfg
+    if (src.artifact / profiles.PROFILE_FILE).is_file():
+        profile = profiles.load_profile(src.artifact)
+        batch = profiles.load_batch(src.artifact)
+    else:
+        profile = profiles.data_profile(exp.data.train, pad_id=exp.model_args.get("pad_id", 0),
+                                        vocab_size=exp.model_args.get("vocab_size"),
+                                        num_classes=exp.model_args.get("num_classes"),
+                                        max_examples=cfg.monitoring.profile_examples)
+        collate = build_collator(cfg.data.collator, cfg.task.type, exp.data.pad_id)
+        batch = profiles.reference_batch(exp.data.val, collate, cfg.monitoring.reference_examples)
+    if batch:
+        profile["outputs"] = profiles.output_profile(exp.model, batch,
+                                                     language_model=exp.language_model)
+    profiles.save_profile(tmp, profile, batch)
 
 
 def _build_formats(target: Target, tmp: Path, formats: list[str],

@@ -39,6 +39,8 @@ class Exported:
     hf_auto_class: str | None
     tokenizer_object: Any = None  # the data's tokenizer (saved into the bundle if the artifact
                                   # has no tokenizer file, e.g. a model exported from memory)
+    data: Any = None  # the DataBundle the run's config builds (profiled when the artifact
+                      # carries no profile.json)
 
     @property
     def sequences(self) -> bool:
@@ -118,7 +120,7 @@ def load(artifact: Path) -> Exported:
     return Exported(cfg, model, names, {n: inputs[n].contiguous() for n in names}, dims,
                     None if image else _seq_max(model), model_args, tokenizer,
                     [str(x) for x in labels] if labels else None, _hf_auto_class(cfg),
-                    data.tokenizer)
+                    data.tokenizer, data)
 
 
 def rebuild(bundle: Path, meta: dict[str, Any]) -> nn.Module:

@@ -90,12 +90,23 @@ def build_callbacks(cfg: Any, run_dir: Path, is_main: bool) -> list:
               for n in dict.fromkeys(cfg.logging.trackers)]
     makers += [(f"callback '{spec}'", lambda spec=spec: import_path(spec, "logging.callbacks")())
                for spec in cfg.logging.callbacks]
+    makers += _monitoring(cfg, Path(run_dir))
     out = []
     for name, make in makers:
         made = Guarded.make(make, name)
         if made is not None:
             out.append(made)
     return out
+
+
+def _monitoring(cfg: Any, run_dir: Path) -> list:
+    """The data profile writer and the alert rules (`monitoring`), guarded like a tracker."""
+    from tengine.monitoring.callbacks import AlertCallback, ProfileWriter
+
+    m = cfg.monitoring
+    return [*([("the data profile", lambda: ProfileWriter(cfg, run_dir))] if m.profile else []),
+            *([("the alert rules", lambda: AlertCallback(cfg, run_dir))]
+              if m.alerts.enabled and m.alerts.rules else [])]
 
 
 __all__ = ["TRACKERS", "Guarded", "build_callbacks"]

@@ -59,7 +59,9 @@ def test_a_version_registered_to_a_bucket_is_fetched_checked_and_refused_when_ch
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET)["Contents"]
             if not o["Key"].endswith("/")}  # (pyarrow writes directory markers too)
     prefix = f"tengine/tiny/{version.sha256}/"
-    assert keys == {prefix + f for f in ("config.yaml", "manifest.json", "model.safetensors")}
+    # the weights, the config, and the run's data profile (drift's reference for the version)
+    assert keys == {prefix + f for f in ("config.yaml", "manifest.json", "model.safetensors",
+                                         "profile.json", "profile_batch.npz")}
     again = register_checkpoint(registry, "tiny", Path(summary["last_checkpoint"]), pack=pack)
     assert again.artifact_uri == version.artifact_uri  # content-addressed: nothing re-uploaded
 

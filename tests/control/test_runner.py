@@ -235,9 +235,11 @@ def test_cli_train_job_registers_a_copy_that_outlives_its_run_and_warm_starts_a_
     model = client.registry.get("tiny", 1)
     artifact = Path(model.artifact_uri)
     assert artifact.parent == tmp_path / "control" / "artifacts" / "tiny"
-    # weights, config (the Markov source has no tokenizer to copy), no optimizer state
+    # weights, config, the data profile (the Markov source has no tokenizer to copy), no
+    # optimizer state
     assert sorted(p.name for p in artifact.iterdir()) == ["config.yaml", "manifest.json",
-                                                          "model.safetensors"]
+                                                          "model.safetensors", "profile.json",
+                                                          "profile_batch.npz"]
     assert model.sha256 == sha256_file(artifact / "manifest.json") == artifact.name
     assert Path(model.source_uri).name == "step_00000020" and model.step == 20
     assert model.job_id == job_id and model.source_run == job.result["run_dir"]

@@ -97,10 +97,12 @@ def test_checkpoint_holds_the_full_training_state(tiny_config):
     assert set(manifest["files"]) == {"model.safetensors", "optim.pt", "rng_rank0.pt",
                                       "trainer_state.json"}
     state = json.load(open(f"{ckpt}/trainer_state.json"))
-    # 6 steps of 2 micro-batches; callbacks' states by name (the progress bar and the db
-    # tracker, a default one; no plots here)
+    # 6 steps of 2 micro-batches; callbacks' states by name (the progress bar, the db tracker,
+    # the profile writer and the alert rules, on by default; no plots here): the alert rules
+    # keep their windows, so a resumed run does not alert twice
     assert state["step"] == 6 and state["batch_in_epoch"] == 12 and state["global_batch"] == 8
-    assert state["callbacks"] == {"ProgressBar": {}, "DbTracker": {}}
+    assert set(state["callbacks"]) == {"ProgressBar", "DbTracker", "ProfileWriter", "alerts"}
+    assert state["callbacks"]["alerts"]["nonfinite"]["firing"] is False
     import torch
 
     optim = torch.load(f"{ckpt}/optim.pt", weights_only=True)

@@ -14,7 +14,7 @@ import pytest
 from tengine.config import load_config
 from tengine.engine import run
 from tests.conftest import REPO, TINY, read_jsonl
-from tests.tracking.wandb_log import history, records
+from tests.tracking.wandb_log import alerts, history, records
 
 
 def _cfg(tmp_path: Path, *overrides: str):
@@ -34,7 +34,10 @@ def test_wandb_offline_and_tensorboard_record_metrics_jsonl_step_for_step(tmp_pa
     monkeypatch.delenv("WANDB_API_KEY", raising=False)  # `auto`: offline
     summary = run(_cfg(tmp_path, "training.max_steps=20", "training.eval_every_n_steps=10",
                        "checkpoint.every_n_steps=10",
-                       "logging.trackers=[jsonl,db,tensorboard,wandb]"))
+                       "logging.trackers=[jsonl,db,tensorboard,wandb]",
+                       # an alert that fires at step 1 and holds: one wandb.alert for the run
+                       "monitoring.alerts.rules=[{kind: grad_norm, threshold: 1.0e-9}]",
+                       "monitoring.alerts.sinks=[{kind: jsonl}, {kind: wandb}]"))
     assert summary["status"] == "completed"
     run_dir = Path(summary["run_dir"])
     train = {r["step"]: r for r in read_jsonl(run_dir / "metrics.jsonl")}
@@ -57,6 +60,11 @@ def test_wandb_offline_and_tensorboard_record_metrics_jsonl_step_for_step(tmp_pa
     config = {i.key: json.loads(i.value_json) for i in started.config.update}
     assert config["name"] == "t" and config["optim"]["lr"] == 3e-3  # the resolved config
 
+    [(title, text, level)] = alerts(log)  # through wandb.alert, into the same run
+    [event] = [json.loads(x) for x in (run_dir / "alerts.jsonl").read_text().splitlines()]
+    assert title == "grad_norm firing" and text == event["message"] and event["step"] == 1
+    assert level == "WARN"
+
     tb = _tb_scalars(run_dir, "train/loss")
     assert [s for s, _ in tb] == sorted(train)
     assert all(v == pytest.approx(train[s]["loss"], rel=1e-6) for s, v in tb)  # float32 events
@@ -71,6 +79,10 @@ def test_wandb_offline_and_tensorboard_record_metrics_jsonl_step_for_step(tmp_pa
 
     bundle = tmp_path / "bundle"
     export(run_dir, bundle, formats=["safetensors"], latency_iters=0, progress=lambda *a: None)
+    # the bundle carries the run's data profile, with the model's outputs on its reference batch
+    profile = json.loads((bundle / "profile.json").read_text())
+    assert profile["features"] == json.loads((run_dir / "profile.json").read_text())["features"]
+    assert len(profile["outputs"]["entropy"]["values"]) == profile["outputs"]["examples"] > 0
     store = open_store(f"sqlite:///{tmp_path}/control/tengine.db")
     [art] = ExperimentDB(store).get_artifacts("t", kind="bundle")
     store.close()
@@ -114,7 +126,9 @@ def test_a_tracker_that_raises_on_every_call_is_one_warning_and_the_run_complete
     trainer_state = json.loads((Path(summary["run_dir"]) / "checkpoints" / "step_00000012" /
                                 "trainer_state.json").read_text())
     # jsonl makes no callback; db (a default tracker) keeps no state
-    assert trainer_state["callbacks"] == {"ProgressBar": {}, "DbTracker": {}, "Exploding": {}}
+    states = trainer_state["callbacks"]
+    assert set(states) == {"ProgressBar", "DbTracker", "Exploding", "ProfileWriter", "alerts"}
+    assert states["Exploding"] == states["DbTracker"] == {}
     assert (Path(summary["run_dir"]) / "checkpoints" / "step_00000012").is_dir()
 
 

@@ -47,3 +47,9 @@ def history(path: Path) -> dict[int, dict[str, float]]:
             rows.setdefault(int(r.history.step.num), {}).update(
                 {k: v for k, v in items.items() if not k.startswith("_")})
     return rows
+
+
+def alerts(path: Path) -> list[tuple[str, str, str]]:
+    """(title, text, level) of every `wandb.alert` in the log."""
+    return [(r.alert.title, r.alert.text, r.alert.level) for r in records(path)
+            if r.WhichOneof("record_type") == "alert"]

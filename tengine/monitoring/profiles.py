@@ -1,0 +1,268 @@
+"""Profiles: what a dataset (and a model's outputs on it) look like, as JSON drift is measured on.
+
+    prof = data_profile(bundle.train, pad_id=0)             # text: lengths, tokens, labels
+    prof = data_profile(images, like=reference)             # on the reference's bins
+    prof["outputs"] = output_profile(model, batch)          # mean predicted distribution, entropy
+    save_profile(run_dir, prof, batch)                      # RUN/profile.json (+ the batch, npz)
+
+Text: a histogram of sequence lengths (non-padding tokens per example, on fixed edges 0 … the
+longest), token counts (the top `top_k` ids by count, the rest in one `other` bin, ids past the
+vocabulary in `oov`), adjacent-token-pair counts (the same way), and the label distribution of classification sets. Vision: per-channel
+mean and standard deviation, and a histogram of per-image mean brightness. A profile built
+`like=` a reference uses the reference's edges and token ids, so the two compare bin for bin.
+
+Fast paths read the tensors behind tengine's own datasets (one `bincount` over a packed token
+stream: 1M tokens in milliseconds, `bench/profile_tokens.py`); any other map-style dataset is
+read item by item, at most `max_examples` of them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT, VERSION = "tengine-profile", 1
+PROFILE_FILE, BATCH_FILE = "profile.json", "profile_batch.npz"  # the run dir's and a bundle's
+TOP_K = 256  # token ids kept by name; the rest are one `other` bin
+LENGTH_BINS = BRIGHTNESS_BINS = 20
+OUTPUT_TOP_K = 256
+PAIR_BUCKETS = 1 << 20  # token pairs past this many (vocab² > 2^20) are hashed into it
+
+
+def _hist(values: np.ndarray, edges: np.ndarray) -> list[int]:
+    """Counts on `edges`; values outside the outer edges go to the first/last bin."""
+    clipped = np.clip(values, edges[0], edges[-1])
+    return np.histogram(clipped, bins=edges)[0].astype(int).tolist()
+
+
+def _length_edges(longest: int) -> np.ndarray:
+    return np.unique(np.linspace(0, max(longest, 1), LENGTH_BINS + 1).round()).astype(float)
+
+
+def _token_feature(counts: np.ndarray, vocab_size: int | None, like: dict | None) -> dict:
+    """Counts of the kept ids (the reference's, or this data's top TOP_K), other, oov."""
+    in_vocab = counts if vocab_size is None else counts[:vocab_size]
+    oov = 0 if vocab_size is None else int(counts[vocab_size:].sum())
+    padded = np.zeros(max(len(in_vocab), 1 + max(like["ids"], default=0) if like else 0), np.int64)
+    padded[:len(in_vocab)] = in_vocab
+    own_top = np.lexsort((np.arange(len(padded)), -padded))[:TOP_K]
+    own_top = [int(i) for i in own_top if padded[i] > 0]
+    ids = list(like["ids"]) if like else own_top
+    kept = padded[ids] if ids else np.zeros(0, np.int64)
+    return {"kind": "tokens", "vocab_size": vocab_size, "ids": ids,
+            "counts": kept.astype(int).tolist(), "other": int(padded.sum() - kept.sum()),
+            "oov": oov, "top": own_top[:TOP_K], "total": int(counts.sum())}
+
+
+def _pair_counts(tokens: np.ndarray, vocab_size: int | None) -> np.ndarray:
+    """Counts of adjacent token pairs (a, b): a·V + b when V² fits the buckets, else a hash."""
+    if len(tokens) < 2:
+        return np.zeros(1, np.int64)
+    a, b = tokens[:-1].astype(np.int64), tokens[1:].astype(np.int64)
+    v = vocab_size or int(tokens.max()) + 1
+    if v * v <= PAIR_BUCKETS:
+        return np.bincount(a * v + b, minlength=v * v)
+    return np.bincount((a * 1_000_003 + b) % PAIR_BUCKETS, minlength=PAIR_BUCKETS)
+
+
+def _text_arrays(dataset, pad_id: int, max_examples: int):
+    """(token stream, per-example lengths, labels or None) from a text dataset."""
+    from tengine.data.datasets import ClassificationDataset, PackedLMDataset, SequenceLMDataset
+
+    if isinstance(dataset, PackedLMDataset):  # blocks of seq_len over one stream
+        n = min(len(dataset), max_examples)
+        tokens = dataset.tokens[: n * dataset.seq_len + 1].numpy()
+        return tokens, np.full(n, dataset.seq_len), None
+    if isinstance(dataset, (SequenceLMDataset, ClassificationDataset)):
+        seqs = dataset.sequences[:max_examples]
+        tokens = np.concatenate([np.asarray(s, np.int64) for s in seqs]) if seqs else \
+            np.zeros(0, np.int64)
+        lengths = np.array([len(s) - isinstance(dataset, SequenceLMDataset) for s in seqs])
+        labels = np.asarray(dataset.labels[:max_examples]) \
+            if isinstance(dataset, ClassificationDataset) else None
+        return tokens, lengths, labels
+    items = [dataset[i] for i in range(min(len(dataset), max_examples))]
+    ids = [np.asarray(it["input_ids"]).reshape(-1) for it in items]
+    masks = [np.asarray(it["attention_mask"]).reshape(-1).astype(bool) if "attention_mask" in it
+             else a != pad_id for it, a in zip(items, ids, strict=True)]
+    tokens = np.concatenate([a[m] for a, m in zip(ids, masks, strict=True)]) if ids else \
+        np.zeros(0, np.int64)
+    lengths = np.array([int(m.sum()) for m in masks])
+    scalar = [it.get("labels") for it in items]
+    labels = np.array([int(x) for x in scalar]) if scalar and all(
+        np.ndim(x) == 0 and x is not None for x in scalar) else None
+    return tokens, lengths, labels
+
+
+def _labels_feature(labels: np.ndarray, like: dict | None, num_classes: int | None) -> dict:
+    n = max(int(labels.max()) + 1 if len(labels) else 0, num_classes or 0,
+            len(like["counts"]) if like else 0)
+    return {"kind": "categorical", "counts": np.bincount(labels, minlength=n).astype(int).tolist()}
+
+
+def _image_features(images: np.ndarray, like: dict | None) -> dict:
+    """images: [N, C, H, W] float."""
+    per_channel = images.transpose(1, 0, 2, 3).reshape(images.shape[1], -1)
+    brightness = images.reshape(len(images), -1).mean(axis=1)
+    if like:
+        edges = np.asarray(like["brightness"]["edges"])
+    else:  # the reference's central 99 % over the bins, its tails in the outer bins
+        lo, hi = np.quantile(brightness, [0.005, 0.995]) if len(brightness) else (0.0, 1.0)
+        edges = np.linspace(lo, hi if hi > lo else lo + 1.0, BRIGHTNESS_BINS + 1)
+    return {"channels": {"kind": "moments", "mean": per_channel.mean(axis=1).tolist(),
+                         "std": per_channel.std(axis=1).tolist()},
+            "brightness": {"kind": "histogram", "edges": edges.tolist(),
+                           "counts": _hist(brightness, edges)}}
+
+
+def _images(dataset, max_examples: int) -> np.ndarray:
+    from tengine.data.datasets import ImageDataset
+
+    if isinstance(dataset, ImageDataset):
+        return dataset.images[:max_examples].float().numpy()
+    n = min(len(dataset), max_examples)
+    return np.stack([np.asarray(dataset[i]["pixel_values"], np.float32) for i in range(n)]) \
+        if n else np.zeros((0, 1, 1, 1), np.float32)
+
+
+def _labels_of(dataset, max_examples: int) -> np.ndarray:
+    labels = getattr(dataset, "labels", None)
+    if labels is not None:
+        return np.asarray(labels[:max_examples]).astype(np.int64)
+    return np.array([int(dataset[i]["labels"]) for i in range(min(len(dataset), max_examples))])
+
+
+def is_image_dataset(dataset) -> bool:
+    return len(dataset) > 0 and "pixel_values" in dataset[0]
+
+
+def data_profile(dataset, *, pad_id: int = 0, vocab_size: int | None = None,
+                 num_classes: int | None = None, like: dict | None = None,
+                 max_examples: int = 100_000) -> dict[str, Any]:
+    """The profile of (the first `max_examples` examples of) a map-style dataset of dicts."""
+    started = time.perf_counter()
+    ref = (like or {}).get("features", {})
+    if is_image_dataset(dataset):
+        images = _images(dataset, max_examples)
+        features = _image_features(images, ref or None)
+        labels = _labels_of(dataset, max_examples)
+        kind, n, n_tokens = "vision", len(images), None
+    else:
+        tokens, lengths, labels = _text_arrays(dataset, pad_id, max_examples)
+        edges = np.asarray(ref["length"]["edges"]) if "length" in ref else \
+            _length_edges(int(lengths.max()) if len(lengths) else 1)
+        counts = np.bincount(tokens.astype(np.int64), minlength=vocab_size or 0) if len(tokens) \
+            else np.zeros(vocab_size or 1, np.int64)
+        features = {"length": {"kind": "histogram", "edges": edges.tolist(),
+                               "counts": _hist(lengths, edges)},
+                    "tokens": _token_feature(counts, vocab_size, ref.get("tokens")),
+                    # the order of tokens, which unigram counts cannot see: a source with the
+                    # same symbols in other sequences moves this histogram, not that one
+                    "bigrams": _token_feature(_pair_counts(tokens, vocab_size), None,
+                                              ref.get("bigrams"))}
+        kind, n, n_tokens = "text", len(lengths), int(len(tokens))
+    if labels is not None and len(labels):
+        features["labels"] = _labels_feature(labels, ref.get("labels"), num_classes)
+    return {"format": FORMAT, "version": VERSION, "kind": kind, "examples": int(n),
+            "tokens": n_tokens, "features": features,
+            "seconds": round(time.perf_counter() - started, 3),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+
+
+def output_profile(model, batch: dict, *, language_model: bool, like: dict | None = None,
+                   chunk: int = 32) -> dict[str, Any]:
+    """The model's mean predicted distribution over `batch` (positions that are not padding,
+    for a language model) and each example's mean predictive entropy (nats)."""
+    import torch
+
+    from tengine.engine.trainer import accepted_inputs, logits_of, model_inputs
+
+    accepted = accepted_inputs(model)
+    n = len(next(iter(batch.values())))
+    total, weight, entropies = None, 0.0, []
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for lo in range(0, n, chunk):
+                part = {k: v[lo:lo + chunk] for k, v in batch.items()}
+                logits = logits_of(model(**model_inputs(part, accepted))).float()
+                logp = torch.log_softmax(logits, dim=-1)
+                ent = -(logp.exp() * logp).sum(-1)  # [B, T] or [B]
+                if language_model:
+                    mask = (part["labels"] != -100) if "labels" in part else \
+                        torch.ones(ent.shape, dtype=torch.bool)
+                    per_example = (ent * mask).sum(1) / mask.sum(1).clamp(min=1)
+                    probs = (logp.exp() * mask[..., None]).sum((0, 1))
+                    weight += float(mask.sum())
+                else:
+                    per_example, probs = ent, logp.exp().sum(0)
+                    weight += len(ent)
+                entropies += per_example.tolist()
+                total = probs if total is None else total + probs
+    finally:
+        model.train(was_training)
+    mean = (total / max(weight, 1.0)).numpy()
+    if like:
+        ids = list(like["ids"])
+    else:
+        ids = [int(i) for i in np.argsort(-mean, kind="stable")[:OUTPUT_TOP_K]]
+    kept = mean[ids]
+    return {"examples": n, "mean_probs": {"kind": "probabilities", "ids": ids,
+                                          "probs": kept.tolist(),
+                                          "other": float(max(1.0 - kept.sum(), 0.0))},
+            "entropy": {"kind": "samples", "values": [round(e, 6) for e in entropies]}}
+
+
+def reference_batch(dataset, collate, n: int) -> dict:
+    """The first `n` examples of `dataset`, collated: the batch output profiles are taken on."""
+    items = [dataset[i] for i in range(min(n, len(dataset)))]
+    batch = collate(items) if items else {}
+    return {k: v for k, v in batch.items() if hasattr(v, "shape")}
+
+
+def save_profile(directory: str | Path, profile: dict, batch: dict | None = None) -> Path:
+    """profile.json (and the reference batch as profile_batch.npz) into `directory`."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if batch:
+        tmp = directory / f".{BATCH_FILE}.tmp"
+        with tmp.open("wb") as fh:
+            np.savez_compressed(fh, **{k: np.asarray(v) for k, v in batch.items()})
+        tmp.replace(directory / BATCH_FILE)
+    path = directory / PROFILE_FILE
+    tmp = directory / f".{PROFILE_FILE}.tmp"
+    tmp.write_text(json.dumps(profile, indent=1))
+    tmp.replace(path)
+    return path
+
+
+def load_profile(path: str | Path) -> dict:
+    from tengine.errors import ConfigError
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / PROFILE_FILE
+    if not path.is_file():
+        raise ConfigError(f"drift: no profile at {path}; a run writes RUN/{PROFILE_FILE} when "
+                          "its data is built (monitoring.profile: true), and export bundles "
+                          "carry one")
+    profile = json.loads(path.read_text())
+    if profile.get("format") != FORMAT:
+        raise ConfigError(f"drift: {path} is not a tengine profile (format "
+                          f"{profile.get('format')!r})")
+    return profile
+
+
+def load_batch(directory: str | Path) -> dict | None:
+    import torch
+
+    path = Path(directory) / BATCH_FILE
+    if not path.is_file():
+        return None
+    with np.load(path) as npz:
+        return {k: torch.from_numpy(npz[k]) for k in npz.files}

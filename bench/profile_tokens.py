@@ -45,8 +45,8 @@ def main() -> None:
         cur_ds = PackedLMDataset(torch.from_numpy(rng.choice(vocab, args.tokens, p=probs)), 128)
         reference = data_profile(ref_ds, vocab_size=vocab)
         prof_s = _median(lambda ds=ref_ds, v=vocab: data_profile(ds, vocab_size=v), args.repeats)
-        check_s = _median(lambda: compare(reference, data_profile(
-            cur_ds, vocab_size=vocab, like=reference)), args.repeats)
+        check_s = _median(lambda r=reference, ds=cur_ds, v=vocab: compare(r, data_profile(
+            ds, vocab_size=v, like=r)), args.repeats)
         raw = ref_ds.tokens.numpy()
         bare_s = _median(lambda r=raw, v=vocab: np.bincount(r, minlength=v), args.repeats)
         slowest = max(slowest, prof_s)

@@ -42,8 +42,10 @@ step "3. export bundle with parity (safetensors + ONNX), attached to demo v1"
     --latency-iters 5 --out "$work/bundles/demo-v1" "${at[@]}"
 
 step "4. a retraining trigger: the balanced preset (drift 0.15, performance 5 %, 168 h, volume 20 %)"
+# (the retrain trains in the job's own process: one model, no second Ray start-up)
 "$tengine" triggers add demo-balanced --model demo --preset balanced --config "$config" \
-    "${sets[@]}" --set name=v2 "${shifted[@]}" "${at[@]}"
+    "${sets[@]}" --set name=v2 --set distributed.workers=0 --set distributed.backend=single \
+    --set training.micro_batch_size=32 "${shifted[@]}" "${at[@]}"
 
 step "5. a local webhook receiver for alerts (HMAC-signed)"
 export E2E_HOOK_SECRET=$("$py" -c 'import secrets; print(secrets.token_hex(16))')
@@ -57,10 +59,11 @@ hook="http://127.0.0.1:$(cat "$work/hook.port")/tengine-alerts"
 step "6. drift: demo:production against the shifted data; the report goes to the control plane"
 "$tengine" drift --reference demo:production --current "$config" \
     --set data.markov.num_tokens=240000 "${shifted[@]}" --webhook "$hook" \
-    --webhook-secret-env E2E_HOOK_SECRET --out "$work/drift" --submit "${at[@]}"
+    --webhook-secret-env E2E_HOOK_SECRET --out "$work/drift" \
+    --alert-state "$work/drift/alert_state.json" --submit "${at[@]}"
 "$tengine" triggers explain demo-balanced "${at[@]}"
 
-step "7. the trigger's retrain job: v2 trained on the new data, registered, evaluated against v1"
+step "7. the trigger's retrain job: v2 trained on the new data (in the job's process), registered, evaluated against v1"
 "$tengine" jobs list --type retrain "${at[@]}"
 "$tengine" jobs work --once "${at[@]}"
 

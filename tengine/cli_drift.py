@@ -9,8 +9,9 @@ reference was trained and validated on?
 Prints a table (feature, statistic, value, bins, PSI, status) and writes, under `--out`
 (default `drift/<time>`), `report.json`, `drift.png` (each feature's histograms overlaid) and
 `current_profile.json`. A drift rule of the current config's `monitoring.alerts` (on by
-default) sends an alert through its sinks when the status is `alert`; `--webhook URL` adds a
-webhook sink. Exit 0 whatever the status (`--fail-on warn|alert` exits 1 at that status or
+default) sends an alert through its sinks when the status is `alert` — once while it persists
+over checks (its state is kept in `--alert-state`), and `resolved` when it clears; `--webhook
+URL` adds a webhook sink. Exit 0 whatever the status (`--fail-on warn|alert` exits 1 at that status or
 worse), 2 for bad input.
 """
 
@@ -62,10 +63,19 @@ def _alerts(args, cfg, report: dict, out: Path, label: str) -> list[dict]:
                                      secret_env=args.webhook_secret_env))
     alerts = Alerts.from_config(conf.model_copy(update={"rules": rules, "sinks": sinks}),
                                 subject=label, sinks=build_sinks(sinks, out))
+    # the rules' state between checks, per reference: a drift that persists over many checks
+    # is one alert (a repeat after repeat_after_s), and one `resolved` when it clears
+    state_file = Path(args.alert_state)
+    saved = json.loads(state_file.read_text()) if state_file.is_file() else {}
+    alerts.load_state_dict(saved.get(label, {}))
     try:
         return alerts.observe({"kind": "drift", **report})
     finally:
         alerts.close()
+        state_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = state_file.with_name(f".{state_file.name}.tmp")
+        tmp.write_text(json.dumps({**saved, label: alerts.state_dict()}, indent=1))
+        tmp.replace(state_file)
 
 
 def _is_model_ref(spec: str) -> bool:
@@ -146,6 +156,9 @@ def add_commands(sub) -> None:
                    "are evaluated on it at once")
     p.add_argument("--model", metavar="NAME", help="with --submit: the registered model the "
                    "report is about (default: --reference's NAME:ALIAS)")
+    p.add_argument("--alert-state", default="drift/alert_state.json", metavar="FILE",
+                   help="where the drift rule's state is kept between checks, per reference "
+                   "(default drift/alert_state.json): a drift that persists is one alert")
     p.add_argument("--fail-on", choices=("warn", "alert"), help="exit 1 at this status or worse")
     _common(p)
     p.set_defaults(func=cmd_drift)

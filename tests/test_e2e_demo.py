@@ -18,7 +18,8 @@ from tests.conftest import REPO
 @pytest.mark.slow
 def test_the_e2e_demo_runs_the_production_loop(tmp_path):
     work = tmp_path / "e2e"
-    env = {**os.environ, "E2E_DIR": str(work), "PATH": f"{REPO / '.venv/bin'}:{os.environ['PATH']}"}
+    env = {**os.environ, "E2E_DIR": str(work), "PATH": f"{REPO / '.venv/bin'}:{os.environ['PATH']}",
+           "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1"}  # each report waits this long (STACK_NOTES)
     started = time.monotonic()
     proc = subprocess.run(["bash", str(REPO / "launch/e2e_demo.sh")], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)

@@ -502,8 +502,8 @@ class AlertsConfig(Section):
 class MonitoringConfig(Section):
     profile: bool = Field(True, description="Write `RUN/profile.json` (the data's profile, drift's "
                           "reference) and `RUN/profile_batch.npz` when training starts (rank 0).")
-    profile_examples: PositiveInt = Field(100_000, description="Train examples profiled (the "
-                                          "first N).")
+    profile_examples: PositiveInt = Field(20_000, description="Train examples profiled, spread "
+                                          "evenly over the split (all of a smaller one).")
     reference_examples: PositiveInt = Field(256, description="Validation examples kept as the "
                                             "reference batch model-output profiles are taken on.")
     drift: DriftConfig = Field(default_factory=DriftConfig, description="Drift statistics.")

@@ -211,7 +211,12 @@ class Triggers:
         return [self._fire_if_due(n) for n in (r["name"] for r in self.store.read(q))]
 
     def _fire_if_due(self, name: str) -> dict[str, Any]:
-        with self.store.transaction() as db:
+        t = self.get(name)  # a read first: the tick takes the write lock only to fire
+        with self.store.reading() as db:
+            verdict = self._judge(db, t, self.clock())
+        if not verdict["holds"] or verdict["cooldown_left_s"] > 0 or verdict["in_flight"]:
+            return {**verdict, "fired": False}
+        with self.store.transaction() as db:  # judged again under the lock: one firing
             row = db.execute(select(triggers).where(T.name == name)).mappings().first()
             if row is None or not row["enabled"]:
                 return {"trigger": name, "fired": False, "why": "removed or disabled"}

@@ -169,10 +169,13 @@ def evaluate(cfg: TengineConfig, checkpoint: str | Path) -> dict[str, Any]:
     dist = {"workers": 0, **({"backend": "single"} if packed else {})}
     model_update = {"init_from": str(Path(checkpoint) / WEIGHTS)} if packed else {}
     quiet = {"trackers": ["jsonl"], "callbacks": []}  # an evaluation tracks nothing: a host
+    silent = {"profile": False,  # no profile or alert either: it is not a run
+              "alerts": cfg.monitoring.alerts.model_copy(update={"enabled": False})}
     cfg = cfg.model_copy(update={                     # without wandb can evaluate a W&B run
         "distributed": cfg.distributed.model_copy(update=dist),
         "model": cfg.model.model_copy(update=model_update),
-        "logging": cfg.logging.model_copy(update=quiet)})
+        "logging": cfg.logging.model_copy(update=quiet),
+        "monitoring": cfg.monitoring.model_copy(update=silent)})
     if packed:
         from tengine.files import verify_artifact
 

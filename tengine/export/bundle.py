@@ -227,7 +227,7 @@ def _profile(tmp: Path, src: Source, exp: Exported) -> None:
                                         max_examples=cfg.monitoring.profile_examples)
         collate = build_collator(cfg.data.collator, cfg.task.type, exp.data.pad_id)
         batch = profiles.reference_batch(exp.data.val, collate, cfg.monitoring.reference_examples)
-    if batch:
+    if batch and cfg.task.type in profiles.OUTPUT_TASKS:
         profile["outputs"] = profiles.output_profile(exp.model, batch,
                                                      language_model=exp.language_model)
     profiles.save_profile(tmp, profile, batch)

@@ -3,7 +3,8 @@
 - `ProfileWriter`: when training starts, `RUN/profile.json` (the train split's profile, drift's
   reference) and `RUN/profile_batch.npz` (the first `monitoring.reference_examples` validation
   examples, collated: the batch model-output profiles are taken on). Written once per run dir:
-  a resumed run trains on the same data.
+  a resumed run trains on the same data. When training ends, the trained model's outputs on
+  that batch are added (single and ddp backends).
 - `AlertCallback`: feeds every train and val record to the alert rules; its windows and best
   values are saved with each checkpoint, so a resumed run does not alert a second time.
 """
@@ -42,6 +43,29 @@ class ProfileWriter(Callback):
         save_profile(self.run_dir, profile, batch)
         log.info("profile: %d train examples in %.2f s → %s", profile["examples"],
                  profile["seconds"], self.run_dir / PROFILE_FILE)
+
+    def on_fit_end(self, trainer, summary: dict[str, Any]) -> None:
+        """The trained model's outputs on the reference batch, added to profile.json: on a
+        whole-model backend only (single, ddp), where rank 0 can run its copy alone; an FSDP or
+        ZeRO-3 model's forward needs every rank (`tengine drift` and export bundles compute
+        the outputs from its checkpoint instead)."""
+        from tengine.monitoring.profiles import OUTPUT_TASKS, load_batch, load_profile, \
+            output_profile
+
+        cfg = self.cfg
+        if cfg.distributed.backend not in ("single", "ddp") or cfg.task.type not in OUTPUT_TASKS \
+                or summary.get("status") not in ("completed", "early_stopped"):
+            return
+        batch = load_batch(self.run_dir)
+        if not batch:
+            return
+        model = trainer.strategy.unwrap()
+        device = next(model.parameters()).device
+        outputs = output_profile(model, {k: v.to(device) for k, v in batch.items()},
+                                 language_model=cfg.task.type == "language_modeling")
+        profile = load_profile(self.run_dir)
+        profile["outputs"] = {**outputs, "step": trainer.state.step}
+        save_profile(self.run_dir, profile)
 
 
 def _vocab(trainer) -> int | None:

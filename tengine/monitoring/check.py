@@ -24,6 +24,7 @@ from typing import Any
 from tengine.errors import ConfigError
 from tengine.monitoring.drift import DriftSettings, compare
 from tengine.monitoring.profiles import (
+    OUTPUT_TASKS,
     PROFILE_FILE,
     data_profile,
     load_batch,
@@ -116,15 +117,16 @@ def check(ref: Reference, current_cfg: Any, settings: DriftSettings,
                            num_classes=cfg.task.num_classes, like=ref.profile,
                            max_examples=ref.config.monitoring.profile_examples)
     reference_profile = dict(ref.profile)
-    if outputs and ref.weights is not None:
+    if outputs and ref.weights is not None and cfg.task.type in OUTPUT_TASKS:
         batch = load_batch(ref.home)
         if batch is not None:
             model = _model(ref, cfg, data)
             lm = cfg.task.type == "language_modeling"
             collate = build_collator(cfg.data.collator, cfg.task.type, data.pad_id)
             n = len(next(iter(batch.values())))
-            if "outputs" not in reference_profile:
-                reference_profile["outputs"] = output_profile(model, batch, language_model=lm)
+            # recomputed with the model in hand (a run's stored outputs are its last step's,
+            # this is its best checkpoint): both sides from the same weights
+            reference_profile["outputs"] = output_profile(model, batch, language_model=lm)
             cur_batch = reference_batch(data.train, collate, n)
             current["outputs"] = output_profile(
                 model, cur_batch, language_model=lm,

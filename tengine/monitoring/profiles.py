@@ -12,8 +12,9 @@ mean and standard deviation, and a histogram of per-image mean brightness. A pro
 `like=` a reference uses the reference's edges and token ids, so the two compare bin for bin.
 
 Fast paths read the tensors behind tengine's own datasets (one `bincount` over a packed token
-stream: 1M tokens in milliseconds, `bench/profile_tokens.py`); any other map-style dataset is
-read item by item, at most `max_examples` of them.
+stream: 1M tokens in milliseconds, `bench/profile_tokens.py`); any other map-style dataset (a
+memory-mapped corpus) is read item by item, at most `max_examples` of them spread evenly over
+its length, a chunk at a time: memory holds the counts, not the examples.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ PROFILE_FILE, BATCH_FILE = "profile.json", "profile_batch.npz"  # the run dir's 
 TOP_K = 256  # token ids kept by name; the rest are one `other` bin
 LENGTH_BINS = BRIGHTNESS_BINS = 20
 OUTPUT_TOP_K = 256
+# tasks whose logits are one softmax distribution per position or example (segmentation's are
+# per pixel, multilabel's independent sigmoids: no output profile for them)
+OUTPUT_TASKS = ("language_modeling", "classification", "vision_classification")
 PAIR_BUCKETS = 1 << 20  # token pairs past this many (vocab² > 2^20) are hashed into it
 
 
@@ -58,44 +62,109 @@ def _token_feature(counts: np.ndarray, vocab_size: int | None, like: dict | None
             "oov": oov, "top": own_top[:TOP_K], "total": int(counts.sum())}
 
 
-def _pair_counts(tokens: np.ndarray, vocab_size: int | None) -> np.ndarray:
-    """Counts of adjacent token pairs (a, b): a·V + b when V² fits the buckets, else a hash."""
-    if len(tokens) < 2:
-        return np.zeros(1, np.int64)
-    a, b = tokens[:-1].astype(np.int64), tokens[1:].astype(np.int64)
-    v = vocab_size or int(tokens.max()) + 1
-    if v * v <= PAIR_BUCKETS:
-        return np.bincount(a * v + b, minlength=v * v)
-    return np.bincount((a * 1_000_003 + b) % PAIR_BUCKETS, minlength=PAIR_BUCKETS)
+def _pair_ids(a: np.ndarray, b: np.ndarray, vocab_size: int | None) -> np.ndarray:
+    """Ids of adjacent token pairs (a, b): a·V + b when V² fits the buckets, else a hash (the
+    reference's vocabulary size decides, so both sides of a comparison agree)."""
+    a, b = a.astype(np.int64), b.astype(np.int64)
+    if vocab_size and vocab_size * vocab_size <= PAIR_BUCKETS:
+        return a * vocab_size + b
+    return (a * 1_000_003 + b) % PAIR_BUCKETS
 
 
-def _text_arrays(dataset, pad_id: int, max_examples: int):
-    """(token stream, per-example lengths, labels or None) from a text dataset."""
+def _add(total: np.ndarray | None, ids: np.ndarray, minlength: int = 0) -> np.ndarray:
+    counts = np.bincount(ids, minlength=minlength) if len(ids) else np.zeros(minlength, np.int64)
+    if total is None:
+        return counts
+    if len(counts) > len(total):
+        counts[:len(total)] += total
+        return counts
+    total[:len(counts)] += counts
+    return total
+
+
+class _TextCounts:
+    """Token counts, pair counts, lengths and labels, accumulated a chunk at a time: memory is
+    the counts, never the examples (a 100M-token corpus is profiled in flat memory)."""
+
+    def __init__(self, vocab_size: int | None):
+        self.v = vocab_size
+        self.tokens: np.ndarray | None = None
+        self.pairs: np.ndarray | None = None
+        self.lengths: list[np.ndarray] = []
+        self.labels: list[int] | None = []
+        self.n_tokens = 0
+
+    def add(self, seqs: list[np.ndarray], labels: list | None = None) -> None:
+        """`seqs`: each example's tokens (padding removed); pairs only inside an example."""
+        if not seqs:
+            return
+        flat = np.concatenate(seqs).astype(np.int64)
+        self.tokens = _add(self.tokens, flat, self.v or 0)
+        self.n_tokens += len(flat)
+        long = [x for x in seqs if len(x) > 1]
+        if long:
+            pair_ids = _pair_ids(np.concatenate([x[:-1] for x in long]),
+                                 np.concatenate([x[1:] for x in long]), self.v)
+            self.pairs = _add(self.pairs, pair_ids)
+        self.lengths.append(np.array([len(x) for x in seqs]))
+        if labels is None or self.labels is None:
+            self.labels = None
+        else:
+            self.labels += labels
+
+    def stream(self, tokens: np.ndarray, n_examples: int, seq_len: int) -> None:
+        """One packed stream: its pairs run across block boundaries, as the model reads it."""
+        tokens = tokens.astype(np.int64)
+        self.tokens = _add(self.tokens, tokens, self.v or 0)
+        self.n_tokens += len(tokens)
+        if len(tokens) > 1:
+            self.pairs = _add(self.pairs, _pair_ids(tokens[:-1], tokens[1:], self.v))
+        self.lengths.append(np.full(n_examples, seq_len))
+        self.labels = None
+
+
+CHUNK = 1024  # examples read between two count updates
+
+
+def _spread(n: int, cap: int) -> np.ndarray:
+    """`cap` indices spread evenly over 0..n-1 (all of them when n ≤ cap): a corpus profiled
+    by a sample of its whole length, not by its first pages."""
+    return np.arange(n) if n <= cap else np.unique(np.linspace(0, n - 1, cap).round().astype(int))
+
+
+def _text_counts(dataset, pad_id: int, max_examples: int, vocab_size: int | None) -> _TextCounts:
     from tengine.data.datasets import ClassificationDataset, PackedLMDataset, SequenceLMDataset
 
-    if isinstance(dataset, PackedLMDataset):  # blocks of seq_len over one stream
-        n = min(len(dataset), max_examples)
-        tokens = dataset.tokens[: n * dataset.seq_len + 1].numpy()
-        return tokens, np.full(n, dataset.seq_len), None
+    acc = _TextCounts(vocab_size)
+    if isinstance(dataset, PackedLMDataset) and len(dataset) <= max_examples:
+        n = len(dataset)  # blocks of seq_len over one stream: the stream itself
+        acc.stream(dataset.tokens[: n * dataset.seq_len + 1].numpy(), n, dataset.seq_len)
+        return acc
     if isinstance(dataset, (SequenceLMDataset, ClassificationDataset)):
-        seqs = dataset.sequences[:max_examples]
-        tokens = np.concatenate([np.asarray(s, np.int64) for s in seqs]) if seqs else \
-            np.zeros(0, np.int64)
-        lengths = np.array([len(s) - isinstance(dataset, SequenceLMDataset) for s in seqs])
-        labels = np.asarray(dataset.labels[:max_examples]) \
-            if isinstance(dataset, ClassificationDataset) else None
-        return tokens, lengths, labels
-    items = [dataset[i] for i in range(min(len(dataset), max_examples))]
-    ids = [np.asarray(it["input_ids"]).reshape(-1) for it in items]
-    masks = [np.asarray(it["attention_mask"]).reshape(-1).astype(bool) if "attention_mask" in it
-             else a != pad_id for it, a in zip(items, ids, strict=True)]
-    tokens = np.concatenate([a[m] for a, m in zip(ids, masks, strict=True)]) if ids else \
-        np.zeros(0, np.int64)
-    lengths = np.array([int(m.sum()) for m in masks])
-    scalar = [it.get("labels") for it in items]
-    labels = np.array([int(x) for x in scalar]) if scalar and all(
-        np.ndim(x) == 0 and x is not None for x in scalar) else None
-    return tokens, lengths, labels
+        index = _spread(len(dataset), max_examples)
+        for lo in range(0, len(index), CHUNK):
+            part = index[lo:lo + CHUNK]
+            seqs = [np.asarray(dataset.sequences[i], np.int64) for i in part]
+            if isinstance(dataset, SequenceLMDataset):
+                seqs = [x[:-1] for x in seqs]  # the inputs (the last token is only a target)
+            labels = [int(dataset.labels[i]) for i in part] \
+                if isinstance(dataset, ClassificationDataset) else None
+            acc.add(seqs, labels)
+        return acc
+    index = _spread(len(dataset), max_examples)
+    for lo in range(0, len(index), CHUNK):
+        items = [dataset[int(i)] for i in index[lo:lo + CHUNK]]
+        seqs = []
+        for it in items:
+            ids = np.asarray(it["input_ids"]).reshape(-1)
+            keep = np.asarray(it["attention_mask"]).reshape(-1).astype(bool) \
+                if "attention_mask" in it else ids != pad_id
+            seqs.append(ids[keep])
+        scalar = [it.get("labels") for it in items]
+        labels = [int(x) for x in scalar] if all(
+            x is not None and np.ndim(x) == 0 for x in scalar) else None
+        acc.add(seqs, labels)
+    return acc
 
 
 def _labels_feature(labels: np.ndarray, like: dict | None, num_classes: int | None) -> dict:
@@ -120,20 +189,23 @@ def _image_features(images: np.ndarray, like: dict | None) -> dict:
 
 
 def _images(dataset, max_examples: int) -> np.ndarray:
+    import torch
+
     from tengine.data.datasets import ImageDataset
 
+    index = _spread(len(dataset), max_examples)
     if isinstance(dataset, ImageDataset):
-        return dataset.images[:max_examples].float().numpy()
-    n = min(len(dataset), max_examples)
-    return np.stack([np.asarray(dataset[i]["pixel_values"], np.float32) for i in range(n)]) \
-        if n else np.zeros((0, 1, 1, 1), np.float32)
+        return dataset.images[torch.from_numpy(index)].float().numpy()
+    return np.stack([np.asarray(dataset[int(i)]["pixel_values"], np.float32) for i in index]) \
+        if len(index) else np.zeros((0, 1, 1, 1), np.float32)
 
 
 def _labels_of(dataset, max_examples: int) -> np.ndarray:
+    index = _spread(len(dataset), max_examples)
     labels = getattr(dataset, "labels", None)
     if labels is not None:
-        return np.asarray(labels[:max_examples]).astype(np.int64)
-    return np.array([int(dataset[i]["labels"]) for i in range(min(len(dataset), max_examples))])
+        return np.asarray(labels)[index].astype(np.int64)
+    return np.array([int(dataset[int(i)]["labels"]) for i in index])
 
 
 def is_image_dataset(dataset) -> bool:
@@ -142,8 +214,9 @@ def is_image_dataset(dataset) -> bool:
 
 def data_profile(dataset, *, pad_id: int = 0, vocab_size: int | None = None,
                  num_classes: int | None = None, like: dict | None = None,
-                 max_examples: int = 100_000) -> dict[str, Any]:
-    """The profile of (the first `max_examples` examples of) a map-style dataset of dicts."""
+                 max_examples: int = 20_000) -> dict[str, Any]:
+    """The profile of a map-style dataset of dicts (at most `max_examples` of its examples,
+    spread evenly over it)."""
     started = time.perf_counter()
     ref = (like or {}).get("features", {})
     if is_image_dataset(dataset):
@@ -152,19 +225,20 @@ def data_profile(dataset, *, pad_id: int = 0, vocab_size: int | None = None,
         labels = _labels_of(dataset, max_examples)
         kind, n, n_tokens = "vision", len(images), None
     else:
-        tokens, lengths, labels = _text_arrays(dataset, pad_id, max_examples)
+        acc = _text_counts(dataset, pad_id, max_examples, vocab_size)
+        lengths = np.concatenate(acc.lengths) if acc.lengths else np.zeros(0, int)
+        labels = np.asarray(acc.labels) if acc.labels else None
         edges = np.asarray(ref["length"]["edges"]) if "length" in ref else \
             _length_edges(int(lengths.max()) if len(lengths) else 1)
-        counts = np.bincount(tokens.astype(np.int64), minlength=vocab_size or 0) if len(tokens) \
-            else np.zeros(vocab_size or 1, np.int64)
+        counts = acc.tokens if acc.tokens is not None else np.zeros(vocab_size or 1, np.int64)
+        pairs = acc.pairs if acc.pairs is not None else np.zeros(1, np.int64)
         features = {"length": {"kind": "histogram", "edges": edges.tolist(),
                                "counts": _hist(lengths, edges)},
                     "tokens": _token_feature(counts, vocab_size, ref.get("tokens")),
                     # the order of tokens, which unigram counts cannot see: a source with the
                     # same symbols in other sequences moves this histogram, not that one
-                    "bigrams": _token_feature(_pair_counts(tokens, vocab_size), None,
-                                              ref.get("bigrams"))}
-        kind, n, n_tokens = "text", len(lengths), int(len(tokens))
+                    "bigrams": _token_feature(pairs, None, ref.get("bigrams"))}
+        kind, n, n_tokens = "text", len(lengths), acc.n_tokens
     if labels is not None and len(labels):
         features["labels"] = _labels_feature(labels, ref.get("labels"), num_classes)
     return {"format": FORMAT, "version": VERSION, "kind": kind, "examples": int(n),
@@ -195,7 +269,7 @@ def output_profile(model, batch: dict, *, language_model: bool, like: dict | Non
                 ent = -(logp.exp() * logp).sum(-1)  # [B, T] or [B]
                 if language_model:
                     mask = (part["labels"] != -100) if "labels" in part else \
-                        torch.ones(ent.shape, dtype=torch.bool)
+                        torch.ones(ent.shape, dtype=torch.bool, device=ent.device)
                     per_example = (ent * mask).sum(1) / mask.sum(1).clamp(min=1)
                     probs = (logp.exp() * mask[..., None]).sum((0, 1))
                     weight += float(mask.sum())
@@ -206,7 +280,7 @@ def output_profile(model, batch: dict, *, language_model: bool, like: dict | Non
                 total = probs if total is None else total + probs
     finally:
         model.train(was_training)
-    mean = (total / max(weight, 1.0)).numpy()
+    mean = (total / max(weight, 1.0)).cpu().numpy()
     if like:
         ids = list(like["ids"])
     else:

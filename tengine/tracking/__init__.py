@@ -63,6 +63,7 @@ def check_trackers(cfg: Any) -> None:
                     otherwise=f"leave '{name}' out of logging.trackers")
     for spec in cfg.logging.callbacks:
         import_path(spec, "logging.callbacks")
+    _check_alert_sinks(cfg)
     store = cfg.logging.db.store
     if "db" in cfg.logging.trackers and store:
         from tengine.control.store import redact_uri
@@ -77,6 +78,27 @@ def check_trackers(cfg: Any) -> None:
             raise ConfigError(f"logging.db.store: '{redact_uri(store)}' is not a store URI a "
                               "run can record into; use sqlite:///abs/path/tengine.db or "
                               "postgresql://user@host/db")
+
+
+def _check_alert_sinks(cfg: Any) -> None:
+    """Preflight: an alert sink that could not send is a config error now, not a warning later."""
+    import os
+
+    from tengine.errors import ConfigError
+    from tengine.extras import check
+
+    alerts = cfg.monitoring.alerts
+    if not alerts.enabled:
+        return
+    for i, sink in enumerate(alerts.sinks):
+        where = f"monitoring.alerts.sinks[{i}]"
+        if sink.kind == "wandb":
+            check("wandb", "tracking", f"{where} (wandb)", otherwise="leave the wandb sink out")
+        for field in ("url_env", "secret_env"):
+            name = getattr(sink, field)
+            if sink.kind == "webhook" and name and not os.environ.get(name):
+                raise ConfigError(f"{where}.{field}: the environment variable {name} is not set; "
+                                  "set it where the run starts, or leave the field out")
 
 
 def build_callbacks(cfg: Any, run_dir: Path, is_main: bool) -> list:

@@ -194,3 +194,19 @@ def test_bad_sink_and_rule_configs_name_the_field(monkeypatch, tmp_path):
     with pytest.raises(ConfigError, match="secret_env NO_SUCH_SECRET is not set"):
         WebhookSink(AlertSinkConfig(kind="webhook", url="http://x", secret_env="NO_SUCH_SECRET"),
                     tmp_path)
+
+
+def test_a_webhook_sink_whose_variables_are_unset_fails_before_the_run(tmp_path, monkeypatch):
+    from tengine.config import load_config
+    from tengine.engine.run import preflight
+    from tengine.errors import ConfigError
+    from tests.conftest import REPO, TINY
+
+    monkeypatch.delenv("NO_HOOK_URL", raising=False)
+    cfg = load_config(REPO / "configs/quickstart.yaml", [
+        *TINY, f"logging.root={tmp_path}",
+        "monitoring.alerts.sinks=[{kind: webhook, url_env: NO_HOOK_URL}]"])
+    with pytest.raises(ConfigError, match=r"monitoring.alerts.sinks\[0\].url_env: the "
+                                          "environment variable NO_HOOK_URL is not set"):
+        preflight(cfg)
+    assert not (tmp_path / "t").exists()

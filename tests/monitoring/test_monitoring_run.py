@@ -45,13 +45,18 @@ def test_a_run_writes_its_profile_and_alerts_once_across_a_resume(reference_run)
     assert sum(tokens["counts"]) + tokens["other"] == tokens["total"] == 1687 * 32 + 1
     with np.load(reference_run / "profile_batch.npz") as batch:
         assert batch["input_ids"].shape == (187, 32)  # every val example (< 256)
+    # the trained model's outputs on that batch, at the step the run ended on
+    outputs = profile["outputs"]
+    assert outputs["step"] == 20 and len(outputs["entropy"]["values"]) == 187
+    probs = outputs["mean_probs"]
+    assert sum(probs["probs"]) + probs["other"] == pytest.approx(1.0, abs=1e-5)
     events = [json.loads(x) for x in (reference_run / "alerts.jsonl").read_text().splitlines()]
     assert [(e["rule"], e["state"], e["step"]) for e in events] == [("grad_norm", "firing", 1)]
 
 
 def _drift(tmp_path, ref, *args, name="d"):
     return main(["drift", "--reference", str(ref), "--current", QUICKSTART, *DATA, *args,
-                 "--out", str(tmp_path / name)])
+                 "--out", str(tmp_path / name), "--alert-state", str(tmp_path / "state.json")])
 
 
 def test_drift_tells_a_different_markov_source_and_alerts_a_webhook(reference_run, tmp_path,
@@ -76,6 +81,13 @@ def test_drift_tells_a_different_markov_source_and_alerts_a_webhook(reference_ru
     assert event["rule"] == "drift" and event["state"] == "firing"
     assert sent["headers"]["X-Tengine-Event-Id"] == saved["alerts"][0]["id"]
     assert json.loads((tmp_path / "d/alerts.jsonl").read_text())["id"] == event["id"]
+    # the same drift checked again: still firing, no second alert; then the data is back: resolved
+    assert _drift(tmp_path, reference_run, "--set", "data.markov.seed=99", "--webhook", url,
+                  name="again") == 0
+    assert len(handler.seen) == 1 and not (tmp_path / "again/alerts.jsonl").exists()
+    capsys.readouterr()
+    assert _drift(tmp_path, reference_run, "--webhook", url, name="back") == 0
+    assert [json.loads(s["body"])["state"] for s in handler.seen] == ["firing", "resolved"]
 
 
 def test_drift_on_the_references_own_data_is_ok_and_prints_a_table(reference_run, tmp_path,

@@ -63,8 +63,8 @@ def main() -> None:
         prof_s = _median(lambda ds=ref_ds, v=vocab: data_profile(ds, vocab_size=v), args.repeats)
         check_s = _median(lambda r=reference, ds=cur_ds, v=vocab: compare(r, data_profile(
             ds, vocab_size=v, like=r)), args.repeats)
-        items_s = _median(lambda ds=Items(ref_ds), v=vocab: data_profile(ds, vocab_size=v),
-                          args.repeats)
+        items = Items(ref_ds)
+        items_s = _median(lambda ds=items, v=vocab: data_profile(ds, vocab_size=v), args.repeats)
         raw = ref_ds.tokens.numpy()
         bare_s = _median(lambda r=raw, v=vocab: np.bincount(r, minlength=v), args.repeats)
         slowest = max(slowest, prof_s, items_s)

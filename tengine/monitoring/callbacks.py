@@ -49,8 +49,12 @@ class ProfileWriter(Callback):
         whole-model backend only (single, ddp), where rank 0 can run its copy alone; an FSDP or
         ZeRO-3 model's forward needs every rank (`tengine drift` and export bundles compute
         the outputs from its checkpoint instead)."""
-        from tengine.monitoring.profiles import OUTPUT_TASKS, load_batch, load_profile, \
-            output_profile
+        from tengine.monitoring.profiles import (
+            OUTPUT_TASKS,
+            load_batch,
+            load_profile,
+            output_profile,
+        )
 
         cfg = self.cfg
         if cfg.distributed.backend not in ("single", "ddp") or cfg.task.type not in OUTPUT_TASKS \

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -256,12 +257,28 @@ def jobs_work(args):
     # Ctrl-C, or SIGTERM (a service manager stopping us), stops the work and gives the job back
     # to the queue (JobRunner.run_one)
     signal.signal(signal.SIGTERM, _interrupted)
-    if args.once:
-        while runner.run_one():
-            pass
-    else:
-        runner.run(threading.Event())
+    stop = threading.Event()
+    if client.tick is not None:  # an in-process plane: this process runs its tick (schedules,
+        client.tick()           # leases, retraining triggers), as the actor does on a cluster
+        threading.Thread(target=_ticking, args=(client.tick, stop), daemon=True,
+                         name="tengine-tick").start()
+    try:
+        if args.once:
+            while runner.run_one():
+                pass
+        else:
+            runner.run(stop)
+    finally:
+        stop.set()
     return 0
+
+
+def _ticking(tick, stop, every_s: float = 2.0) -> None:
+    while not stop.wait(every_s):
+        try:
+            tick()
+        except Exception:  # noqa: BLE001 — one bad round must not end the loop
+            logging.getLogger("tengine").exception("control-plane tick failed")
 
 
 def jobs_list(args):

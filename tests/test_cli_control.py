@@ -86,3 +86,21 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(store, capsys, argv, text
     assert code == 2 and text in err and "Traceback" not in err
     after = js(capsys, "jobs", "list", "--store", store), js(capsys, "schedule", "list", "--store", store)
     assert before == after
+
+
+def test_jobs_work_runs_the_in_process_planes_tick(store, capsys, monkeypatch):
+    """On the embedded default nobody else ticks: `jobs work` fires a due schedule (and the
+    retraining triggers) itself, then runs what it submitted."""
+    import time
+
+    monkeypatch.setenv("TENGINE_TEST_EXECUTORS", "1")  # the test-only `sleep` executor
+    from tengine import connect
+
+    client = connect(store_uri=store)
+    client.schedules.add("soon", job_type="sleep", config={"seconds": 0}, interval_s=0.3)
+    time.sleep(0.4)
+    assert client.jobs.list() == []  # due, but nothing has ticked
+    assert run(capsys, "jobs", "work", "--once", "--store", store)[0] == 0
+    [job] = connect(store_uri=store).jobs.list()
+    assert (job.type, job.state, job.schedule_id) == ("sleep", "SUCCEEDED",
+                                                       client.schedules.get("soon").id)

@@ -22,7 +22,7 @@ def test_the_e2e_demo_runs_the_production_loop(tmp_path):
            "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1"}  # each report waits this long (STACK_NOTES)
     started = time.monotonic()
     proc = subprocess.run(["bash", str(REPO / "launch/e2e_demo.sh")], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=900)
     took = time.monotonic() - started
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert took < 600  # the bar: under 10 minutes here

@@ -33,8 +33,12 @@ class ControlClient:
     """`transient`: the errors after which a call may be repeated (the actor restarting)."""
 
     def __init__(self, call: Callable, status: Callable[[], dict], where: str,
-                 transient: tuple[type[BaseException], ...] = ()):
+                 transient: tuple[type[BaseException], ...] = (),
+                 tick: Callable[[], list[str]] | None = None):
         self._call, self._status, self.where, self.transient = call, status, where, transient
+        # the in-process plane's background round (leases, schedules, triggers): nobody runs it
+        # unless its host does (`tengine jobs work`); the actor runs its own
+        self.tick = tick
         self.jobs = _Component(call, "jobs")
         self.schedules = _Component(call, "schedules")
         self.registry = _Component(call, "registry")
@@ -61,7 +65,7 @@ def connect(address: str | None = None, store_uri: str | None = None,
         plane = ControlPlane(store_uri or default_store_uri(), allowed_imports=allowed_imports,
                              artifact_root=artifact_root)
         return ControlClient(lambda c, m, a, k: plane.call(c, m, *a, **k), plane.status,
-                             "in-process")
+                             "in-process", tick=plane.tick)
 
     from tengine.cluster.actor import DEFAULT_RUNNERS, check_cluster_store, get_or_start
 

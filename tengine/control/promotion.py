@@ -25,13 +25,22 @@ from tengine.errors import Invalid
 P = promotions.c
 
 
-def better(candidate: float, baseline: float | None, mode: str, margin: float) -> tuple[bool, str]:
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def better(candidate: float, baseline: float | None, mode: str, margin: float,
+           has_baseline: bool = True) -> tuple[bool, str]:
+    """`has_baseline` False: the alias points at no version (anything finite wins); a baseline
+    version whose number is missing or not finite is never beaten: nothing was compared."""
     if mode not in ("min", "max"):
         raise Invalid(f"mode {mode!r} must be min or max")
-    if not (isinstance(candidate, (int, float)) and math.isfinite(candidate)):
+    if not _finite(candidate):
         return False, f"the candidate's value {candidate!r} is not a finite number"
-    if baseline is None:
+    if not has_baseline:
         return True, "nothing to beat: the alias points at no version"
+    if not _finite(baseline):
+        return False, f"the baseline's value {baseline!r} is not a finite number: nothing compared"
     need = abs(baseline) * margin
     gain = baseline - candidate if mode == "min" else candidate - baseline
     word = "below" if mode == "min" else "above"
@@ -45,7 +54,8 @@ def decide_and_record(registry, name: str, candidate: int, *, alias: str, metric
                       margin: float, candidate_value: float, baseline_version: int | None,
                       baseline_value: float | None, job_id: str | None) -> dict[str, Any]:
     """The decision, made and recorded in one transaction (see the module docstring)."""
-    ok, why = better(candidate_value, baseline_value, mode, margin)
+    ok, why = better(candidate_value, baseline_value, mode, margin,
+                     has_baseline=baseline_version is not None)
     with registry.store.transaction() as db:
         registry._row(db, name, candidate)  # the candidate exists (NotFound otherwise)
         now_at = db.execute(select(aliases.c.version).where(

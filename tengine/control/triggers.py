@@ -6,11 +6,11 @@
     trig.evaluate()                            # the control plane's tick: every enabled trigger
     trig.explain("m-balanced")                 # each leaf's value, threshold; the cooldown left
 
-A spec is a tree: leaves `drift` (the worst statistic of the model's newest drift report since
-its production version was registered ≥ threshold), `performance` (the newest reported metric's
+A spec is a tree: leaves `drift` (the worst statistic the model's newest drift report since its
+production version was registered flagged — warn or alert — ≥ threshold), `performance` (the newest reported metric's
 relative change against the production version's own, in the bad direction), `time` (hours
 since the production version, or since the trigger last fired, whichever is later), `volume`
-(how much the data grew: the newest drift report's current examples minus the reference's,
+(how much the data grew: the newest drift report's current dataset size minus the reference's,
 absolute or relative to the reference's), and `all` / `any` over other nodes. `preset(name)` gives the seed's conservative / balanced / aggressive.
 
 Firing is one transaction under the store's write lock, so evaluating 20 times from two
@@ -26,6 +26,7 @@ clock starts again at the firing.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ from tengine.errors import AlreadyExists, Invalid, NotFound
 from tengine.registry import did_you_mean
 
 T, F, R = triggers.c, trigger_firings.c, monitor_reports.c
+log = logging.getLogger("tengine")
 LEAVES = ("drift", "performance", "time", "volume")
 NODES = ("all", "any")
 REPORT_KINDS = ("drift", "metrics")
@@ -95,6 +97,11 @@ def check_spec(spec: Any, where: str = "spec") -> None:
         raise Invalid(f"trigger {where}.{kind}: needs {', '.join(need) or 'absolute or relative'}")
     if kind == "volume" and ("absolute" in body) == ("relative" in body):
         raise Invalid(f"trigger {where}.volume: give exactly one of absolute or relative")
+    for key in ("threshold", "hours", "absolute", "relative"):
+        value = body.get(key)
+        if key in body and (isinstance(value, bool) or not isinstance(value, (int, float))
+                            or not value >= 0):
+            raise Invalid(f"trigger {where}.{kind}.{key}: {value!r} is not a number ≥ 0")
     if kind == "performance" and body.get("mode", "min") not in ("min", "max"):
         raise Invalid(f"trigger {where}.performance.mode: min or max")
 
@@ -136,6 +143,8 @@ class Triggers:
         if not cooldown_s >= 0:
             raise Invalid(f"cooldown_s {cooldown_s!r} must be ≥ 0")
         job = {**job, "register": job.get("register") or model}
+        if self.queue.validate is not None:  # the control plane's import allow-list, now
+            self.queue.validate("retrain", job)
         with self.store.transaction() as db:
             if db.execute(select(T.id).where(T.name == name)).first():
                 raise AlreadyExists(f"trigger '{name}' already exists; remove it first")
@@ -172,9 +181,10 @@ class Triggers:
         return [{**dict(r), "reason": json.loads(r["reason"])} for r in rows]
 
     # --- what the control plane is told --------------------------------------------------------
-    def submit_report(self, model: str, kind: str, report: dict[str, Any]) -> dict[str, Any]:
-        """Record a drift (or metrics) report for `model`, then evaluate its triggers; returns
-        {report_id, fired: [job ids]}."""
+    def submit_report(self, model: str, kind: str, report: dict[str, Any],
+                      evaluate: bool = True) -> dict[str, Any]:
+        """Record a drift (or metrics) report for `model`, then (unless `evaluate` is False)
+        evaluate its triggers; returns {report_id, fired: [job ids]}."""
         check_name(model, "model name")
         if kind not in REPORT_KINDS:
             raise Invalid(f"report kind '{kind}' unknown; valid: {', '.join(REPORT_KINDS)}")
@@ -184,7 +194,8 @@ class Triggers:
             rid = db.execute(insert(monitor_reports).values(
                 model=model, kind=kind, status=report.get("status"), body=json.dumps(report),
                 ts=self.clock())).inserted_primary_key[0]
-        fired = [e["job_id"] for e in self.evaluate(model=model) if e.get("fired")]
+        fired = [e["job_id"] for e in self.evaluate(model=model) if e.get("fired")] \
+            if evaluate else []
         return {"report_id": rid, "fired": fired}
 
     def reports(self, model: str, kind: str | None = None, limit: int = 20) -> list[dict]:
@@ -208,7 +219,16 @@ class Triggers:
             q = q.where(T.name == name)
         if model is not None:
             q = q.where(T.model == model)
-        return [self._fire_if_due(n) for n in (r["name"] for r in self.store.read(q))]
+        return [self._guarded(n) for n in (r["name"] for r in self.store.read(q))]
+
+    def _guarded(self, name: str) -> dict[str, Any]:
+        """One trigger's evaluation; its failure (removed meanwhile, a store error) is its own
+        result, never the other triggers' or the tick's."""
+        try:
+            return self._fire_if_due(name)
+        except Exception as err:  # noqa: BLE001 — reported in the result and the log
+            log.warning("trigger %s: evaluation failed (%s: %s)", name, type(err).__name__, err)
+            return {"trigger": name, "fired": False, "error": f"{type(err).__name__}: {err}"}
 
     def _fire_if_due(self, name: str) -> dict[str, Any]:
         t = self.get(name)  # a read first: the tick takes the write lock only to fire
@@ -226,9 +246,11 @@ class Triggers:
                 return {**verdict, "fired": False}
             key = (f"trigger:{t.id}:v{verdict['production']}:r{verdict['report_id']}:"
                    f"{t.fires}")
-            job = self.queue._submit_in(db, "retrain", {**t.job, "trigger": {
-                "name": t.name, "fire": t.fires + 1, "leaves": verdict["leaves"]}},
-                idempotency_key=key)
+            config = {**t.job, "trigger": {"name": t.name, "fire": t.fires + 1,
+                                           "leaves": verdict["leaves"]}}
+            if self.queue.validate is not None:  # vetted like every submitted job
+                self.queue.validate("retrain", config)
+            job = self.queue._submit_in(db, "retrain", config, idempotency_key=key)
             db.execute(update(triggers).where(T.id == t.id).values(fires=t.fires + 1,
                                                                    last_fired=now))
             db.execute(insert(trigger_firings).values(
@@ -297,10 +319,15 @@ def _drift(body: dict, ctx: _Context) -> dict:
         return {"value": None, "threshold": threshold, "holds": False,
                 "why": "no drift report since the production version"}
     r = report["body"]
-    judged = [f["value"] for f in r.get("features", []) if f.get("value") is not None
-              and f.get("status") != "insufficient"]
-    value = max(judged) if judged and r.get("status") != "insufficient" else None
-    return {"value": value, "threshold": threshold, "holds": value is not None and value >= threshold,
+    if r.get("status") in (None, "insufficient"):
+        return {"value": None, "threshold": threshold, "holds": False,
+                "report_id": report["id"], "status": r.get("status"),
+                "why": "the newest drift report judged nothing (too few examples)"}
+    # only what the report itself flagged: a KS D it called ok (p ≥ α) is chance, not drift
+    flagged = [f["value"] for f in r.get("features", [])
+               if f.get("status") in ("warn", "alert") and f.get("value") is not None]
+    value = max(flagged) if flagged else 0.0
+    return {"value": value, "threshold": threshold, "holds": bool(flagged) and value >= threshold,
             "report_id": report["id"], "status": r.get("status")}
 
 
@@ -331,7 +358,9 @@ def _volume(body: dict, ctx: _Context) -> dict:
     if report is None:
         return {"value": None, "threshold": body.get("absolute", body.get("relative")),
                 "holds": False, "why": "no report of the current data since the production version"}
-    cur, ref = report["body"].get("examples") or 0, report["body"].get("reference_examples") or 0
+    body_ = report["body"]  # whole datasets (`size`), else the profiled examples
+    cur = body_.get("size", body_.get("examples")) or 0
+    ref = body_.get("reference_size", body_.get("reference_examples")) or 0
     if "absolute" in body:
         return {"value": cur - ref, "threshold": body["absolute"],
                 "holds": cur - ref >= body["absolute"], "unit": "new examples"}

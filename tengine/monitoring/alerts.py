@@ -15,6 +15,7 @@ So a loss that stays high sends one alert, not one per evaluation. Every event h
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from collections import deque
@@ -58,11 +59,14 @@ class ValLossSpike(Rule):
         value = record.get("val_loss")
         if record.get("split") != "val" or value is None:
             return None
+        if not math.isfinite(value):  # a NaN loss is the worst spike, and never the best
+            return Observation(True, None, self.threshold, f"val_loss is {value}")
         best = self.state.get("best")
         self.state["best"] = value if best is None else min(best, value)
         rise = 0.0 if best is None or best <= 0 else value / best - 1
+        shown = value if best is None else best
         return Observation(rise > self.threshold, round(rise, 6), self.threshold,
-                           f"val_loss {value:.4g} is {rise:+.1%} from its best {best or value:.4g}")
+                           f"val_loss {value:.4g} is {rise:+.1%} from its best {shown:.4g}")
 
 
 @RULES.register("accuracy_drop")
@@ -73,6 +77,8 @@ class AccuracyDrop(Rule):
         value = record.get("val_accuracy")
         if record.get("split") != "val" or value is None:
             return None
+        if not math.isfinite(value):
+            return Observation(True, None, self.threshold, f"val_accuracy is {value}")
         best = self.state.get("best")
         self.state["best"] = value if best is None else max(best, value)
         drop = 0.0 if best is None else best - value
@@ -87,7 +93,8 @@ class GradNorm(Rule):
         value = record.get("grad_norm")
         if record.get("split") != "train" or value is None:
             return None
-        return Observation(value > self.threshold, value, self.threshold,
+        holds = not math.isfinite(value) or value > self.threshold
+        return Observation(holds, value, self.threshold,
                            f"gradient norm {value:.4g} (bound {self.threshold:.4g})")
 
 
@@ -173,7 +180,8 @@ class Alerts:
         if met and not st.firing:
             st.firing, st.since, st.last_sent = True, now, now
             return self._event(name, "firing", obs, record, now)
-        if met and self.repeat_after_s and now - (st.last_sent or now) >= self.repeat_after_s:
+        last = now if st.last_sent is None else st.last_sent
+        if met and self.repeat_after_s and now - last >= self.repeat_after_s:
             st.last_sent = now
             return self._event(name, "repeat", obs, record, now)
         if not met and st.firing:
@@ -186,7 +194,8 @@ class Alerts:
         return {"id": uuid.uuid4().hex, "rule": name, "state": state, "subject": self.subject,
                 "step": record.get("step"), "value": obs.value, "threshold": obs.threshold,
                 "message": f"{self.subject}: {name} {state}: {obs.message}",
-                "time": round(now, 3), **({"firing_since": round(since, 3)} if since else {})}
+                "time": round(now, 3),
+                **({"firing_since": round(since, 3)} if since is not None else {})}
 
     def _send(self, event: dict[str, Any]) -> None:
         for sink in self.sinks:

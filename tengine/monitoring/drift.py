@@ -77,6 +77,9 @@ def _histogram_row(name: str, ref: np.ndarray, cur: np.ndarray, ordered: bool,
         return {"feature": name, "statistic": "js_distance", "value": None,
                 "status": "insufficient", "bins": len(ref),
                 "why": f"{int(n_current)} current samples (< {s.min_examples})"}
+    if len(ref) != len(cur):  # a class the reference never saw: its bin is 0 there
+        n = max(len(ref), len(cur))
+        ref, cur = np.pad(ref, (0, n - len(ref))), np.pad(cur, (0, n - len(cur)))
     max_bins = max_bins or max(2, int(n_current // s.min_per_bin))
     r, c = merge_bins(ref.astype(float), cur.astype(float), max_bins, ordered)
     keep = (r + c) > 0  # a bin empty on both sides says nothing
@@ -92,8 +95,8 @@ def _histogram_row(name: str, ref: np.ndarray, cur: np.ndarray, ordered: bool,
 def _tokens_row(name: str, ref: dict, cur: dict, s: DriftSettings) -> dict:
     r = np.array([*ref["counts"], ref["other"], ref["oov"]], float)
     c = np.array([*cur["counts"], cur["other"], cur["oov"]], float)
-    k = min(s.overlap_k, len(ref["top"]), len(cur["top"])) or 1
-    overlap = len(set(ref["top"][:k]) & set(cur["top"][:k])) / k
+    k = min(s.overlap_k, len(ref["top"]), len(cur["top"]))
+    overlap = stats.topk_overlap(ref["top"], cur["top"], k)
     row = _histogram_row(name, r, c, ordered=False, s=s, n_current=c.sum(),
                          extra={"top_k_overlap": round(overlap, 4), "overlap_k": k,
                                 "oov_share": round(cur["oov"] / max(c.sum(), 1), 6)})
@@ -157,4 +160,6 @@ def compare(reference: dict, current: dict, settings: DriftSettings | None = Non
     status = "insufficient" if n < s.min_examples or not judged else \
         max(judged, key=STATUSES.index)
     return {"status": status, "examples": n, "reference_examples": reference["examples"],
-            "settings": asdict(s), "features": rows}
+            # whole datasets (examples are the profiled sample): what data volume compares
+            "size": current.get("size", n), "reference_size": reference.get(
+                "size", reference["examples"]), "settings": asdict(s), "features": rows}

@@ -155,11 +155,11 @@ def _text_counts(dataset, pad_id: int, max_examples: int, vocab_size: int | None
     for lo in range(0, len(index), CHUNK):
         items = [dataset[int(i)] for i in index[lo:lo + CHUNK]]
         seqs = []
-        for it in items:
-            ids = np.asarray(it["input_ids"]).reshape(-1)
-            keep = np.asarray(it["attention_mask"]).reshape(-1).astype(bool) \
-                if "attention_mask" in it else ids != pad_id
-            seqs.append(ids[keep])
+        for it in items:  # items are not padded yet (the collator pads): keep every id,
+            ids = np.asarray(it["input_ids"]).reshape(-1)  # but a mask the item carries
+            if "attention_mask" in it:
+                ids = ids[np.asarray(it["attention_mask"]).reshape(-1).astype(bool)]
+            seqs.append(ids)
         scalar = [it.get("labels") for it in items]
         labels = [int(x) for x in scalar] if all(
             x is not None and np.ndim(x) == 0 for x in scalar) else None
@@ -173,31 +173,40 @@ def _labels_feature(labels: np.ndarray, like: dict | None, num_classes: int | No
     return {"kind": "categorical", "counts": np.bincount(labels, minlength=n).astype(int).tolist()}
 
 
-def _image_features(images: np.ndarray, like: dict | None) -> dict:
-    """images: [N, C, H, W] float."""
-    per_channel = images.transpose(1, 0, 2, 3).reshape(images.shape[1], -1)
-    brightness = images.reshape(len(images), -1).mean(axis=1)
-    if like:
-        edges = np.asarray(like["brightness"]["edges"])
-    else:  # the reference's central 99 % over the bins, its tails in the outer bins
-        lo, hi = np.quantile(brightness, [0.005, 0.995]) if len(brightness) else (0.0, 1.0)
-        edges = np.linspace(lo, hi if hi > lo else lo + 1.0, BRIGHTNESS_BINS + 1)
-    return {"channels": {"kind": "moments", "mean": per_channel.mean(axis=1).tolist(),
-                         "std": per_channel.std(axis=1).tolist()},
-            "brightness": {"kind": "histogram", "edges": edges.tolist(),
-                           "counts": _hist(brightness, edges)}}
-
-
-def _images(dataset, max_examples: int) -> np.ndarray:
+def _image_features(dataset, max_examples: int, like: dict | None) -> tuple[dict, int]:
+    """Per-channel moments and per-image brightness, a chunk of images at a time (memory is
+    the sums and one number per image, never the images)."""
     import torch
 
     from tengine.data.datasets import ImageDataset
 
     index = _spread(len(dataset), max_examples)
-    if isinstance(dataset, ImageDataset):
-        return dataset.images[torch.from_numpy(index)].float().numpy()
-    return np.stack([np.asarray(dataset[int(i)]["pixel_values"], np.float32) for i in index]) \
-        if len(index) else np.zeros((0, 1, 1, 1), np.float32)
+    total = total_sq = None
+    pixels, brightness = 0, []
+    for lo in range(0, len(index), CHUNK):
+        part = index[lo:lo + CHUNK]
+        if isinstance(dataset, ImageDataset):
+            images = dataset.images[torch.from_numpy(part)].double().numpy()
+        else:
+            images = np.stack([np.asarray(dataset[int(i)]["pixel_values"], np.float64)
+                               for i in part])
+        flat = images.transpose(1, 0, 2, 3).reshape(images.shape[1], -1)
+        total = flat.sum(1) if total is None else total + flat.sum(1)
+        total_sq = (flat ** 2).sum(1) if total_sq is None else total_sq + (flat ** 2).sum(1)
+        pixels += flat.shape[1]
+        brightness.append(images.reshape(len(images), -1).mean(axis=1))
+    values = np.concatenate(brightness) if brightness else np.zeros(0)
+    mean = total / max(pixels, 1) if total is not None else np.zeros(1)
+    std = np.sqrt(np.maximum(total_sq / max(pixels, 1) - mean ** 2, 0.0)) \
+        if total_sq is not None else np.zeros(1)
+    if like:
+        edges = np.asarray(like["brightness"]["edges"])
+    else:  # the reference's central 99 % over the bins, its tails in the outer bins
+        lo, hi = np.quantile(values, [0.005, 0.995]) if len(values) else (0.0, 1.0)
+        edges = np.linspace(lo, hi if hi > lo else lo + 1.0, BRIGHTNESS_BINS + 1)
+    return {"channels": {"kind": "moments", "mean": mean.tolist(), "std": std.tolist()},
+            "brightness": {"kind": "histogram", "edges": edges.tolist(),
+                           "counts": _hist(values, edges)}}, len(values)
 
 
 def _labels_of(dataset, max_examples: int) -> np.ndarray:
@@ -220,10 +229,9 @@ def data_profile(dataset, *, pad_id: int = 0, vocab_size: int | None = None,
     started = time.perf_counter()
     ref = (like or {}).get("features", {})
     if is_image_dataset(dataset):
-        images = _images(dataset, max_examples)
-        features = _image_features(images, ref or None)
+        features, n = _image_features(dataset, max_examples, ref or None)
         labels = _labels_of(dataset, max_examples)
-        kind, n, n_tokens = "vision", len(images), None
+        kind, n_tokens = "vision", None
     else:
         acc = _text_counts(dataset, pad_id, max_examples, vocab_size)
         lengths = np.concatenate(acc.lengths) if acc.lengths else np.zeros(0, int)
@@ -242,13 +250,17 @@ def data_profile(dataset, *, pad_id: int = 0, vocab_size: int | None = None,
     if labels is not None and len(labels):
         features["labels"] = _labels_feature(labels, ref.get("labels"), num_classes)
     return {"format": FORMAT, "version": VERSION, "kind": kind, "examples": int(n),
+            "size": len(dataset),  # all of it: `examples` is what was profiled (a sample)
             "tokens": n_tokens, "features": features,
             "seconds": round(time.perf_counter() - started, 3),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
+LOGIT_BUDGET = 1 << 24  # float32 logits per forward (64 MB; ×3 with log-probs and probs)
+
+
 def output_profile(model, batch: dict, *, language_model: bool, like: dict | None = None,
-                   chunk: int = 32) -> dict[str, Any]:
+                   chunk: int | None = None) -> dict[str, Any]:
     """The model's mean predicted distribution over `batch` (positions that are not padding,
     for a language model) and each example's mean predictive entropy (nats)."""
     import torch
@@ -256,8 +268,16 @@ def output_profile(model, batch: dict, *, language_model: bool, like: dict | Non
     from tengine.engine.trainer import accepted_inputs, logits_of, model_inputs
 
     accepted = accepted_inputs(model)
-    n = len(next(iter(batch.values())))
+    n = len(next(iter(batch.values()))) if batch else 0
+    if n == 0:
+        raise ValueError("an output profile needs at least one example")
     total, weight, entropies = None, 0.0, []
+    if chunk is None:  # examples per forward: a GPT-2 at T=1024 runs one, a tiny model many
+        first = next(iter(batch.values()))
+        positions = first.shape[1] if language_model and first.dim() > 1 else 1
+        heads = [m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear)]
+        vocab = heads[-1] if heads else 50_000  # the output layer's width (the logits')
+        chunk = max(1, min(256, LOGIT_BUDGET // (positions * vocab)))
     was_training = model.training
     model.eval()
     try:
@@ -266,15 +286,16 @@ def output_profile(model, batch: dict, *, language_model: bool, like: dict | Non
                 part = {k: v[lo:lo + chunk] for k, v in batch.items()}
                 logits = logits_of(model(**model_inputs(part, accepted))).float()
                 logp = torch.log_softmax(logits, dim=-1)
-                ent = -(logp.exp() * logp).sum(-1)  # [B, T] or [B]
+                p = logp.exp()
+                ent = -(p * logp).sum(-1)  # [B, T] or [B]
                 if language_model:
                     mask = (part["labels"] != -100) if "labels" in part else \
                         torch.ones(ent.shape, dtype=torch.bool, device=ent.device)
                     per_example = (ent * mask).sum(1) / mask.sum(1).clamp(min=1)
-                    probs = (logp.exp() * mask[..., None]).sum((0, 1))
+                    probs = (p * mask[..., None]).sum((0, 1))
                     weight += float(mask.sum())
                 else:
-                    per_example, probs = ent, logp.exp().sum(0)
+                    per_example, probs = ent, p.sum(0)
                     weight += len(ent)
                 entropies += per_example.tolist()
                 total = probs if total is None else total + probs

@@ -10,7 +10,7 @@ every retry, so a receiver can drop duplicates) and, when `secret_env` names a k
 with a doubling backoff capped at `max_backoff_s` (a Retry-After header is honoured, capped too);
 what is still undelivered after `retries` goes to the dead-letter file with the last error.
 Delivery runs on a background thread, so a slow receiver never stalls training; `close` waits
-for the queue (at most each event's whole retry budget).
+for the queue at most one event's whole retry budget, then dead-letters what is left.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ RETRY_STATUS = (429, 500, 502, 503, 504)
 def _append(path: Path, record: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a") as fh:
-        fh.write(json.dumps(record) + "\n")
+        fh.write(json.dumps(record, default=repr) + "\n")  # an odd value must not lose it
 
 
 @SINKS.register("log")
@@ -80,6 +80,9 @@ class WebhookSink:
         if not self.url:
             raise ConfigError(f"monitoring.alerts.sinks: the webhook's url_env {conf.url_env} is "
                               "not set in this environment")
+        if not self.url.startswith(("http://", "https://")):
+            raise ConfigError(f"monitoring.alerts.sinks: the webhook URL {_redacted(self.url)} "
+                              "is not http:// or https://")
         self.secret = os.environ.get(conf.secret_env) if conf.secret_env else None
         if conf.secret_env and not self.secret:
             raise ConfigError(f"monitoring.alerts.sinks: secret_env {conf.secret_env} is not set; "
@@ -89,6 +92,7 @@ class WebhookSink:
             _default(run_dir, DEAD_LETTER_FILE, "dead_letter")
         self._queue: queue.Queue = queue.Queue()
         self._thread: threading.Thread | None = None
+        self._closing = False
         self.sleep = time.sleep  # tests and callers may shorten the waits
 
     def send(self, event: dict[str, Any]) -> None:
@@ -97,15 +101,30 @@ class WebhookSink:
             self._thread.start()
         self._queue.put(event)
 
-    def close(self) -> None:
-        if self._thread is not None:
-            self._queue.put(None)
-            self._thread.join()
-            self._thread = None
+    def close(self, timeout_s: float | None = None) -> None:
+        """Wait for the queue: at most `timeout_s` (default: one event's whole retry budget);
+        what is still queued then goes to the dead-letter file, not lost."""
+        if self._thread is None:
+            return
+        c = self.conf
+        budget = timeout_s if timeout_s is not None else (c.retries + 1) * c.timeout_s + sum(
+            min(c.backoff_s * 2 ** a, c.max_backoff_s) for a in range(c.retries))
+        self._queue.put(None)
+        self._thread.join(budget)
+        if self._thread.is_alive():
+            self._closing = True  # the worker dead-letters what it has not sent yet
+            self._thread.join(c.timeout_s + 1)
+        self._thread = None
 
     def _work(self) -> None:
         while (event := self._queue.get()) is not None:
-            self.deliver(event)
+            if self._closing:
+                self._dead(event, "not sent: the run ended first", 0)
+                continue
+            try:
+                self.deliver(event)
+            except Exception as err:  # noqa: BLE001 — the thread must outlive one bad event
+                self._dead(event, f"{type(err).__name__}: {err}", 0)
 
     def deliver(self, event: dict[str, Any]) -> dict[str, Any]:
         """POST `event` until it is accepted or the retries run out (then: dead letter)."""
@@ -132,11 +151,14 @@ class WebhookSink:
                 error = f"{type(err).__name__}: {getattr(err, 'reason', err)}"
             if attempt < c.retries:
                 self.sleep(wait)
-        _append(self.dead_letter, {"event": event, "url": _redacted(self.url), "error": error,
-                                   "attempts": attempt + 1, "time": round(time.time(), 3)})
-        log.warning("alert %s not delivered to the webhook after %d attempt(s) (%s); it is in "
-                    "%s", event["id"], attempt + 1, error, self.dead_letter)
+        self._dead(event, error, attempt + 1)
         return {"delivered": False, "error": error, "attempts": attempt + 1}
+
+    def _dead(self, event: dict[str, Any], error: str, attempts: int) -> None:
+        _append(self.dead_letter, {"event": event, "url": _redacted(self.url), "error": error,
+                                   "attempts": attempts, "time": round(time.time(), 3)})
+        log.warning("alert %s not delivered to the webhook after %d attempt(s) (%s); it is in "
+                    "%s", event.get("id"), attempts, error, self.dead_letter)
 
 
 def _redacted(url: str) -> str:

@@ -2,7 +2,7 @@
 
     js_distance([10, 5, 0], [8, 6, 1])       # Jensen–Shannon distance, base 2: in [0, 1]
     psi([10, 5, 0], [8, 6, 1], eps=1e-4)     # population stability index (natural log)
-    topk_overlap(ref_ids, cur_ids, k=50)     # shared share of the k most frequent tokens
+    topk_overlap(ref_top_ids, cur_top_ids, k=50)  # shared share of the k most frequent tokens
     entropy_test(ref_entropies, cur_entropies)  # two-sample Kolmogorov–Smirnov (scipy)
 
 Every function states what it computed (`describe`) so a report can say the statistic, base,
@@ -58,20 +58,14 @@ def psi(p: Sequence[float] | np.ndarray, q: Sequence[float] | np.ndarray,
     return float(np.sum((q - p) * np.log(q / p)))
 
 
-def topk_overlap(reference: Sequence[float] | np.ndarray, current: Sequence[float] | np.ndarray,
-                 k: int) -> float:
-    """|top-k bins of `reference` ∩ top-k bins of `current`| / k: 1 when the k most frequent
-    tokens are the same ones (ties broken by the lower bin index, in both)."""
-    r, c = np.asarray(reference, dtype=np.float64), np.asarray(current, dtype=np.float64)
-    _same_bins(r, c)
-    k = min(k, len(r))
+def topk_overlap(reference_top: Sequence[int], current_top: Sequence[int], k: int) -> float:
+    """|the reference's k most frequent ids ∩ the current's| / k, from each side's ids ranked
+    by count (most frequent first; ids with no count left out, so k is capped by the shorter
+    list)."""
+    k = min(k, len(reference_top), len(current_top))
     if k <= 0:
-        raise ValueError("top-k overlap needs k ≥ 1")
-
-    def top(a: np.ndarray) -> set[int]:
-        return set(np.lexsort((np.arange(len(a)), -a))[:k].tolist())
-
-    return len(top(r) & top(c)) / k
+        return 0.0
+    return len(set(reference_top[:k]) & set(current_top[:k])) / k
 
 
 def entropy_test(reference: Sequence[float] | np.ndarray,

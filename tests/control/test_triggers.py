@@ -39,6 +39,7 @@ def _production(plane: ControlPlane, metrics: dict | None = None) -> int:
 
 def _drift(status: str, worst: float, examples: int = 500) -> dict:
     return {"status": status, "examples": examples, "reference_examples": 1000,
+            "size": examples, "reference_size": 1000,
             "settings": {"warn": 0.1, "alert": 0.2},
             "features": [{"feature": "bigrams", "statistic": "js_distance", "value": worst,
                           "status": status}, {"feature": "tokens", "statistic": "js_distance",
@@ -58,14 +59,16 @@ def test_a_drift_alert_fires_one_retrain_however_often_and_from_two_clients(stor
     assert a.triggers.submit_report("m", "drift", _drift("ok", 0.05))["fired"] == []
     assert _retrains(a) == []  # unshifted data: no job
 
-    got = a.triggers.submit_report("m", "drift", _drift("alert", 0.31))
-    assert len(got["fired"]) == 1
-    errors = []
+    # recorded without evaluating; then two clients evaluate at the same instant, 10 times
+    # each: both pass the read-only pre-check, the locked transaction lets one fire
+    a.triggers.submit_report("m", "drift", _drift("alert", 0.31), evaluate=False)
+    errors, fired, start = [], [], threading.Barrier(2)
 
     def hammer(plane: ControlPlane) -> None:
         try:
+            start.wait()
             for _ in range(10):
-                plane.triggers.evaluate()
+                fired.extend(e["job_id"] for e in plane.triggers.evaluate() if e["fired"])
         except Exception as err:  # noqa: BLE001 — reported below
             errors.append(err)
 
@@ -74,7 +77,8 @@ def test_a_drift_alert_fires_one_retrain_however_often_and_from_two_clients(stor
         t.start()
     for t in threads:
         t.join()
-    assert errors == []
+    assert errors == [] and len(fired) == 1
+    got = {"fired": fired}
     [job] = _retrains(a)
     assert job.id == got["fired"][0] and job.config["register"] == "m"
     assert job.config["trigger"]["name"] == "m-drift"
@@ -220,4 +224,46 @@ def test_the_balanced_preset_fires_nothing_on_unshifted_data_of_the_same_size(st
     v = plane.triggers.explain("m-balanced")
     assert not v["holds"] and not any(leaf["holds"] for leaf in v["leaves"])
     assert _retrains(plane) == []
+    plane.store.close()
+
+
+def test_the_drift_leaf_counts_only_what_the_report_flagged(store_uri):
+    clock = Clock()
+    plane = _plane(store_uri, clock)
+    _production(plane)
+    plane.triggers.add("low", model="m", spec={"drift": {"threshold": 0.05}}, job=JOB)
+    chance = {"status": "ok", "examples": 300, "reference_examples": 300, "features": [
+        {"feature": "output_entropy", "statistic": "ks_2samp", "value": 0.12, "status": "ok"},
+        {"feature": "tokens", "statistic": "js_distance", "value": 0.04, "status": "ok"}]}
+    assert plane.triggers.submit_report("m", "drift", chance)["fired"] == []  # a D called ok
+    [leaf] = plane.triggers.explain("low")["leaves"]
+    assert (leaf["value"], leaf["holds"]) == (0.0, False)
+    plane.store.close()
+
+
+def test_a_baseline_without_a_number_is_never_beaten(store):
+    from tengine.control.registry import ModelRegistry
+
+    reg = ModelRegistry(store, clock=Clock())
+    for i in (1, 2):
+        reg.register("m", artifact_uri=f"/a/{i}", sha256=SHA, size=1)
+    reg.set_alias("m", "production", 1)
+    d = reg.promote_if_better("m", 2, metric="val_loss", candidate_value=1.0,
+                              baseline_version=1, baseline_value=None)
+    assert d["decision"] == "kept" and "nothing compared" in d["reason"]
+    assert reg.get("m", "production").version == 1
+    reg.remove_alias("m", "production")
+    first = reg.promote_if_better("m", 2, metric="val_loss", candidate_value=1.0,
+                                  baseline_version=None, baseline_value=None)
+    assert first["decision"] == "promoted" and reg.get("m", "production").version == 2
+
+
+def test_bad_leaf_numbers_and_a_job_outside_the_allow_list_are_refused_when_added(tmp_path):
+    plane = ControlPlane(f"sqlite:///{tmp_path}/c.db")
+    with pytest.raises(Invalid, match=r"spec.time.hours: '1w' is not a number"):
+        plane.triggers.add("t", model="m", spec={"time": {"hours": "1w"}}, job=JOB)
+    job = {"config": {**JOB["config"], "model": {"name": "evil.module:factory"}}}
+    with pytest.raises(Invalid, match="evil"):
+        plane.triggers.add("t", model="m", spec={"time": {"hours": 1}}, job=job)
+    assert plane.triggers.list() == []
     plane.store.close()

@@ -210,3 +210,22 @@ def test_a_webhook_sink_whose_variables_are_unset_fails_before_the_run(tmp_path,
                                           "environment variable NO_HOOK_URL is not set"):
         preflight(cfg)
     assert not (tmp_path / "t").exists()
+
+
+def test_an_event_that_cannot_be_sent_is_dead_lettered_and_the_worker_goes_on(receiver, tmp_path):
+    url, handler = receiver
+    sink = WebhookSink(AlertSinkConfig(kind="webhook", url=url, backoff_s=0.01), tmp_path)
+    sink.send({**_event("bad"), "value": object()})  # not JSON: deliver raises in the thread
+    sink.send(_event("good"))
+    sink.close()
+    assert [json.loads(s["body"])["id"] for s in handler.seen] == ["good"]
+    [dead] = [json.loads(x) for x in (tmp_path / "alerts_dead_letter.jsonl").read_text().splitlines()]
+    assert dead["error"].startswith("TypeError") and dead["attempts"] == 0
+
+
+def test_a_nan_loss_holds_the_spike_rule_and_never_becomes_the_best():
+    alerts, sink, _ = _alerts(AlertRuleConfig(kind="val_loss_spike"))
+    alerts.observe(_val(1, float("nan")))
+    alerts.observe(_val(2, 2.0))
+    assert [e["state"] for e in sink.events] == ["firing", "resolved"]
+    assert alerts.rules["val_loss_spike"][0].state["best"] == 2.0

@@ -116,3 +116,13 @@ def test_a_label_shift_in_classification_data_alerts():
         "status"] == "ok"
     shifted = compare(ref, profile(rng.choice(3, 600, p=[0.1, 0.3, 0.6]).tolist(), ref))
     assert {r["feature"]: r["status"] for r in shifted["features"]}["labels"] == "alert"
+
+
+def test_a_class_the_reference_never_saw_alerts_instead_of_failing():
+    rng = np.random.default_rng(2)
+    seqs = [rng.integers(0, 50, 10).tolist() for _ in range(1000)]
+    ref = data_profile(ClassificationDataset(seqs, rng.choice(2, 1000).tolist(), 10))
+    cur = data_profile(ClassificationDataset(seqs[:400], rng.choice([0, 1, 2], 400).tolist(), 10),
+                       like=ref)
+    rows = {r["feature"]: r for r in compare(ref, cur)["features"]}
+    assert rows["labels"]["status"] == "alert"

@@ -40,14 +40,15 @@ def test_psi_is_the_symmetric_kl_of_the_floored_shares(p, q, eps):
     assert stats.psi(p, q, eps) == pytest.approx(golden, rel=1e-12, abs=1e-15)
 
 
-def test_topk_overlap_counts_the_shared_most_frequent_bins():
-    ref = [50, 40, 30, 20, 10, 0]
-    cur = [0, 40, 50, 10, 30, 20]
-    for k in (1, 2, 3, 4, 6):
-        top_r = set(np.argsort(-np.array(ref), kind="stable")[:k])
-        top_c = set(np.argsort(-np.array(cur), kind="stable")[:k])
-        assert stats.topk_overlap(ref, cur, k) == len(top_r & top_c) / k
-    assert stats.topk_overlap(ref, ref, 3) == 1.0
+def test_topk_overlap_counts_the_shared_most_frequent_ids():
+    ref = np.array([50, 40, 30, 20, 10, 0])  # ranked: 0 1 2 3 4 (5 has no count)
+    cur = np.array([0, 40, 50, 10, 30, 20])  # ranked: 2 1 4 5 3
+    ranked = [[int(i) for i in np.argsort(-h, kind="stable") if h[i] > 0] for h in (ref, cur)]
+    golden = {1: 0 / 1, 2: 1 / 2, 3: 2 / 3, 4: 2 / 4, 5: 4 / 5}  # |{…} ∩ {…}| / k by hand
+    for k, want in golden.items():
+        assert stats.topk_overlap(*ranked, k) == want
+    assert stats.topk_overlap(ranked[0], ranked[0], 3) == 1.0
+    assert stats.topk_overlap(ranked[0], ranked[1], 50) == 4 / 5  # k capped by the lists
 
 
 def test_entropy_test_is_scipys_ks_2samp():

@@ -18,7 +18,8 @@ from tengine.extras import BACKEND_PACKAGES
 from tests.conftest import REPO
 from tests.packaging.conftest import norm, wheel_metadata
 
-CORE = {"torch", "pydantic", "pyyaml", "tqdm", "safetensors", "matplotlib", "numpy", "sqlalchemy"}
+CORE = {"torch", "pydantic", "pyyaml", "tqdm", "safetensors", "matplotlib", "numpy", "sqlalchemy",
+        "scipy"}
 EXTRAS = {
     "ray": {"ray", "accelerate", "croniter", "pyarrow"},  # pyarrow.fs: storage, artifact roots
     "deepspeed": {"deepspeed", "accelerate"},

@@ -446,17 +446,21 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
 
+def command(parent, name: str, func, text: str, *positionals: str) -> argparse.ArgumentParser:
+    """A control-plane subcommand: its positionals, --address/--store/--json, its function."""
+    p = parent.add_parser(name, help=text)
+    for pos in positionals:
+        p.add_argument(pos)
+    _common(p)
+    p.set_defaults(func=func)
+    return p
+
+
 def add_commands(sub) -> None:
     def group(name: str, text: str):
         return sub.add_parser(name, help=text).add_subparsers(dest="action", required=True)
 
-    def cmd(parent, name: str, func, text: str, *positionals: str):
-        p = parent.add_parser(name, help=text)
-        for pos in positionals:
-            p.add_argument(pos)
-        _common(p)
-        p.set_defaults(func=func)
-        return p
+    cmd = command
 
     control = group("control", "the control plane's actor")
     p = cmd(control, "start", control_start, "start (or find) the control actor and show its status")

@@ -19,7 +19,7 @@ import argparse
 import json
 import re
 
-from tengine.cli_control import _client, _common, _job_config, _out, _table, _when
+from tengine.cli_control import _client, _job_config, _out, _table, _when, command
 from tengine.errors import ConfigError
 
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -142,12 +142,7 @@ def add_commands(sub) -> None:
                                                                               required=True)
 
     def cmd(name: str, func, text: str, *positionals: str) -> argparse.ArgumentParser:
-        p = group.add_parser(name, help=text)
-        for pos in positionals:
-            p.add_argument(pos)
-        _common(p)
-        p.set_defaults(func=func)
-        return p
+        return command(group, name, func, text, *positionals)
 
     p = cmd("add", triggers_add, "add a trigger", "name")
     p.add_argument("--model", required=True, help="the registered model it retrains")

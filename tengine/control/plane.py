@@ -1,13 +1,12 @@
 """ControlPlane: the job queue, scheduler, model registry, experiment DB and retraining
-triggers over one store,
-behind one `call`.
+triggers over one store, behind one `call`.
 
     plane = ControlPlane("sqlite:///runs/control/tengine.db")
     plane.call("registry", "register", "mymodel", artifact_uri=..., sha256=..., size=...)
 
 `call(component, method, ...)` is what the Ray actor exposes and what a local client calls
-in-process, so both paths run exactly the same code. Only public methods of the four
-components are reachable.
+in-process, so both paths run exactly the same code. Only public methods of the five
+components (`COMPONENTS`) are reachable.
 """
 
 from __future__ import annotations

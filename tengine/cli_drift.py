@@ -78,25 +78,26 @@ def _alerts(args, cfg, report: dict, out: Path, label: str) -> list[dict]:
         tmp.replace(state_file)
 
 
-def _is_model_ref(spec: str) -> bool:
-    from tengine.monitoring.check import _looks_like_model_ref
-
-    return _looks_like_model_ref(spec)
-
-
 def cmd_drift(args: argparse.Namespace) -> int:
     from tengine.cli_control import _client
     from tengine.config import load_config
-    from tengine.monitoring.check import check, reference
+    from tengine.monitoring.check import check, is_model_ref, reference
     from tengine.monitoring.drift import DriftSettings
     from tengine.monitoring.plots import plot_drift
 
     current_cfg = load_config(args.current, args.overrides)  # a bad config: exit 2 before work
-    if args.submit and not args.model and not _is_model_ref(args.reference):
+    if args.submit and not args.model and not is_model_ref(args.reference):
         raise ConfigError("drift --submit: name the registered model the report is about with "
                           "--model NAME (or give --reference NAME:ALIAS)")
     out = Path(args.out or Path("drift") / time.strftime("%Y%m%d-%H%M%S"))
-    with reference(args.reference, lambda: _client(args)) as ref:
+    clients: list = []  # one control-plane client, made when first needed (one store, one join)
+
+    def client():
+        if not clients:
+            clients.append(_client(args))
+        return clients[0]
+
+    with reference(args.reference, client) as ref:
         settings = DriftSettings.from_config(current_cfg.monitoring.drift)
         result = check(ref, current_cfg, settings, outputs=not args.no_outputs)
         label = ref.label
@@ -110,7 +111,7 @@ def cmd_drift(args: argparse.Namespace) -> int:
     report["alerts"] = [{k: e[k] for k in ("id", "rule", "state")} for e in events]
     if args.submit:  # the control plane records it and evaluates the model's triggers now
         model = args.model or (args.reference.partition(":")[0] if ref.kind == "registry" else None)
-        report["submitted"] = _client(args).triggers.submit_report(model, "drift", report)
+        report["submitted"] = client().triggers.submit_report(model, "drift", report)
     (out / "report.json").write_text(json.dumps(json_safe(report), indent=1))
     if args.json:
         print(json.dumps(json_safe(report), indent=2))

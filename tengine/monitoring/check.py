@@ -45,7 +45,8 @@ class Reference:
     model_args: dict | None = None  # a bundle's (vocab, classes, pad id, seq len)
 
 
-def _looks_like_model_ref(spec: str) -> bool:
+def is_model_ref(spec: str) -> bool:
+    """NAME:REF of a registered model, not a path (a run dir or bundle that exists wins)."""
     return ":" in spec and not Path(spec).exists() and "/" not in spec.split(":")[0]
 
 
@@ -56,7 +57,7 @@ def reference(spec: str, client_factory=None) -> Iterator[Reference]:
     from tengine.config import load_config
     from tengine.engine.artifact import WEIGHTS
 
-    if _looks_like_model_ref(spec):
+    if is_model_ref(spec):
         name, _, ref = spec.partition(":")
         if client_factory is None:
             raise ConfigError(f"drift: --reference {spec} names a registered model; no control "
